@@ -1,0 +1,25 @@
+"""Error types whose message is shown to the user as one line (no traceback)."""
+
+
+class YoloTransferError(Exception):
+    """Base class: the CLI prints ``error: <message>`` and exits with code 2."""
+
+
+class CheckpointError(YoloTransferError):
+    """A weights file cannot be read, is unsafe, or does not fit the model."""
+
+
+class DataError(YoloTransferError):
+    """A dataset, image or label file is unusable."""
+
+
+class LabelError(DataError):
+    """One label line or label file cannot be parsed."""
+
+
+class ConfigError(YoloTransferError):
+    """A model config, strategy, hyperparameter file or CLI argument is invalid."""
+
+
+class TrainingError(YoloTransferError):
+    """Training cannot go on (e.g. the loss became NaN/inf)."""
