@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze", default=None, help="N (first N modules), a group name, or indices '0,1,2'")
     p.add_argument("--l2sp", type=float, default=0.0, help="L2-SP strength (pull towards pretrained)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="resume an interrupted run")
+    p.add_argument("--close-mosaic", type=int, default=0, help="turn mosaic off for the last N epochs")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop cleanly after this much wall time")
+    p.add_argument("--max-images", type=int, default=None, help="stop cleanly after N training images")
     p.add_argument("--out", default="runs/train")
     _add_common_train_args(p)
     p.set_defaults(handler="yolo_transfer.engine.trainer:train_command")
@@ -131,8 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the end-to-end demo on built-in synthetic data (make demo)")
     p.add_argument("--data", default=None, help="run on real data instead of the synthetic target domain")
-    p.add_argument("--weights", default=None, help="start from these weights instead of the demo checkpoint")
-    p.add_argument("--rebuild-weights", action="store_true", help="re-pretrain the shipped demo checkpoint")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="start from these weights instead of the demo checkpoint; with --rebuild-weights: the official "
+        "COCO yolov5n.pt the source-domain pretraining starts from",
+    )
+    p.add_argument("--rebuild-weights", action="store_true", help="re-make the demo checkpoint (its recipe)")
     p.add_argument("--out", default="runs/demo")
     p.set_defaults(handler="yolo_transfer.compare.demo:demo_command")
     return parser

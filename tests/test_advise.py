@@ -1,0 +1,330 @@
+"""advise: the rule table on constructed profiles, the shift score on real data, JSON output, the command."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared_path
+
+from yolo_transfer.advise import measure, rules
+from yolo_transfer.advise.rules import Profile, recommend
+from yolo_transfer.data import LoadedDataset, Sample, ValidationReport
+
+# A medium-sized, moderately shifted dataset whose classes the checkpoint knows: nothing special.
+BASE = Profile(
+    images=400,
+    val_images=100,
+    nc=3,
+    min_class_instances=300,
+    smallest_class="c",
+    max_class_instances=400,
+    background_fraction=0.0,
+    label_overlap=1.0,
+    shift_early=0.8,
+    shift_middle=0.8,
+    shift_late=0.8,
+    shift_overall=0.8,
+    objectness=0.5,
+)
+LOW, HIGH = rules.LOW_SHIFT / 2, rules.HIGH_SHIFT * 2
+
+
+def profile(**changes) -> Profile:
+    return dataclasses.replace(BASE, **changes)
+
+
+def shift(early: float, middle: float, late: float) -> dict[str, float]:
+    overall = (early + middle + late) / 3
+    return {"shift_early": early, "shift_middle": middle, "shift_late": late, "shift_overall": overall}
+
+
+LARGE = {"images": 5000, "min_class_instances": 4000, "val_images": 1000}
+
+# (profile, expected strategy, the rule's condition that must have decided it)
+STRATEGY_CASES = [
+    (profile(images=60, **shift(LOW, LOW, LOW)), "freeze", "tiny data and low shift"),
+    (profile(**shift(HIGH * 2, LOW, LOW)), "surgical-early", "shift concentrated in the early layers"),
+    (profile(**LARGE, **shift(HIGH, HIGH, HIGH)), "full", "large data and high shift"),
+    (profile(**LARGE, **shift(HIGH * 2, LOW, LOW)), "full", "large data and high shift"),
+    (profile(label_overlap=0.0), "lp-ft", "new classes, not large data, shift above low"),
+    (profile(**shift(HIGH, HIGH, HIGH)), "gradual", "small data and high shift"),
+    (profile(), "full", "otherwise"),
+    (profile(target_map=0.6, label_overlap=0.0), "full", "a target mAP is stated"),
+    (profile(epochs_fit={"full": 4, "freeze": 8}), "freeze", "time budget fits < 10 epochs"),
+    (profile(epochs_fit={"full": 4, "freeze": 4}), "full", "otherwise"),
+]
+
+
+@pytest.mark.parametrize(("prof", "strategy", "condition"), STRATEGY_CASES)
+def test_strategy_rules(prof: Profile, strategy: str, condition: str) -> None:
+    rec = recommend(prof)
+    assert rec.strategy.value == strategy
+    assert rec.strategy.rule.startswith(condition)
+    assert rec.strategy.source and rec.strategy.reason
+
+
+def test_reasons_name_the_measurement() -> None:
+    rec = recommend(profile(images=60, **shift(0.1, 0.1, 0.1)))
+    assert "60 images" in rec.strategy.reason and "0.10" in rec.strategy.reason
+    assert "Ultralytics fine-tuning guide" in rec.strategy.source
+    rec = recommend(profile(**shift(4.0, 0.3, 0.2)))
+    assert "early shift 4.00 vs late 0.20" in rec.strategy.reason
+    assert "Lee et al." in rec.strategy.source
+
+
+def test_freeze_depth() -> None:
+    tiny_similar = {"images": 40, **shift(LOW, LOW, LOW)}
+    assert recommend(profile(**tiny_similar)).freeze.value == "24"  # every class known: head only
+    assert recommend(profile(**tiny_similar, label_overlap=0.5)).freeze.value == "10"  # backbone
+    assert recommend(profile()).freeze.value is None  # full: the strategy says what trains
+
+
+def test_learning_rate() -> None:
+    assert recommend(profile()).lr0.value == rules.FINE_TUNE_LR0
+    assert recommend(profile(images=60, **shift(LOW, LOW, LOW))).lr0.value == rules.FINE_TUNE_LR0
+    assert recommend(profile(**LARGE, **shift(HIGH, HIGH, HIGH))).lr0.value == rules.SCRATCH_LR0
+    phased = recommend(profile(label_overlap=0.0))
+    assert (phased.strategy.value, phased.lr0.value) == ("lp-ft", None)
+    assert "--lr0" not in phased.train_args("d.yaml", "w.pt", imgsz=320, device="cpu")
+
+
+def test_batch_and_epochs_follow_the_data_size() -> None:
+    small = recommend(profile(images=24))
+    assert small.batch.value == 4  # 24 images: batch 4 gives 6 steps per epoch
+    assert recommend(profile(images=2)).batch.value == 2
+    medium = recommend(profile(images=400))
+    assert medium.batch.value == 16
+    assert medium.epochs.value == 20  # 500 steps * 16 / 400 images
+    assert recommend(profile(images=200)).epochs.value == 40
+    assert recommend(profile(images=100_000)).epochs.value == rules.MIN_EPOCHS  # 10k steps = 1.6 epochs
+    assert recommend(profile(images=10)).epochs.value == 100  # batch 2
+    assert recommend(profile(images=3)).epochs.value == rules.MAX_EPOCHS
+
+
+def test_budgets_cap_the_schedule() -> None:
+    assert recommend(profile(budget_epochs=7)).epochs.value == 7
+    rec = recommend(profile(epochs_fit={"full": 12, "freeze": 14}))
+    assert (rec.strategy.value, rec.epochs.value) == ("full", 12)
+    assert "12 epochs of 'full'" in rec.epochs.reason
+    rec = recommend(profile(epochs_fit={"full": 3, "freeze": 6}))
+    assert (rec.strategy.value, rec.epochs.value) == ("freeze", 6)
+    roomy = profile(epochs_fit={"full": 500, "freeze": 600})
+    assert recommend(roomy).epochs.value == 20  # the schedule's own length
+
+
+def test_augmentation_and_patience() -> None:
+    assert recommend(profile(budget_epochs=5)).hyp.value == "none"
+    assert recommend(profile()).hyp.value == "low"
+    assert recommend(profile(images=30_000, model_size="s")).hyp.value == "med"
+    assert recommend(profile(images=30_000, model_size="x")).hyp.value == "high"
+    assert recommend(profile(val_images=20)).patience.value == 20
+    assert recommend(profile()).patience.value == 10
+
+
+def test_every_rule_is_reachable() -> None:
+    """Each row of the table decides some field for at least one constructed profile."""
+    profiles = [case[0] for case in STRATEGY_CASES] + [
+        profile(images=24, budget_epochs=5),
+        profile(images=40, **shift(LOW, LOW, LOW)),
+        profile(images=30_000, model_size="x", val_images=20),
+        profile(images=30_000, epochs_fit={"full": 50, "freeze": 60}),
+    ]
+    used = set()
+    for prof in profiles:
+        rec = recommend(prof)
+        used |= {(name, getattr(rec, name).rule) for name in rules.FIELDS}
+    table = {(name, rule.condition) for rule in rules.RULES for name in rule.effect}
+    assert table - used == set()
+
+
+def test_command_parses_with_the_real_cli() -> None:
+    from yolo_transfer.cli import build_parser
+
+    rec = recommend(profile(images=40, val_images=10, **shift(LOW, LOW, LOW)))
+    args = build_parser().parse_args(rec.train_args("my data/d.yaml", "w.pt", imgsz=320, device="cpu"))
+    assert (args.command, args.data, args.weights) == ("train", "my data/d.yaml", "w.pt")
+    assert (args.strategy, args.freeze, args.epochs, args.batch) == ("freeze", "24", rec.epochs.value, 8)
+    assert (args.hyp, args.lr0, args.patience, args.imgsz) == ("low", rules.FINE_TUNE_LR0, 20, 320)
+    assert args.handler == "yolo_transfer.engine.trainer:train_command"
+    assert rec.command("my data/d.yaml", "w.pt", imgsz=320, device="cpu").startswith(
+        "yolo-transfer train --data 'my data/d.yaml' --weights w.pt --strategy freeze --freeze 24"
+    )
+
+
+def test_phased_strategies_match_the_builtins() -> None:
+    from yolo_transfer.strategies import list_strategies, load_strategy
+
+    builtins = list_strategies()
+    phased = {name for name in builtins if len(load_strategy(name, epochs=10).phases) > 1}
+    assert phased == set(rules.PHASED_STRATEGIES)
+    decided = {value for rule in rules.RULES for value in [rule.effect.get("strategy")] if value}
+    assert decided <= set(builtins)
+
+
+# --- measurements -------------------------------------------------------------------------------------------
+
+
+def test_label_overlap_exact_synonyms_and_new() -> None:
+    coco = ["person", "bicycle", "car", "airplane", "dog", "tv", "dining table"]
+    overlap = measure.label_overlap(
+        ["Person", "aeroplane", "dogs", "tv_monitor", "raccoon", "Dining-Table"], coco
+    )
+    assert overlap["exact"] == ["Person", "Dining-Table"]
+    assert overlap["synonym"] == {"aeroplane": "airplane", "dogs": "dog", "tv_monitor": "tv"}
+    assert overlap["new"] == ["raccoon"]
+    assert overlap["fraction"] == pytest.approx(5 / 6)
+    assert measure.label_overlap(["RBC", "WBC"], coco)["fraction"] == 0.0
+
+
+def _sample(labels: list[list[float]], width: int = 640, height: int = 480) -> Sample:
+    return Sample(Path("x.jpg"), np.array(labels, dtype=np.float32).reshape(-1, 5), width, height)
+
+
+def test_data_scale_counts_and_box_sizes() -> None:
+    train = [
+        _sample([[0, 0.5, 0.5, 0.02, 0.02], [0, 0.5, 0.5, 0.1, 0.1], [1, 0.5, 0.5, 0.5, 0.5]]),
+        _sample([[0, 0.5, 0.5, 0.3, 0.4]], width=1280, height=960),  # same relative size at any resolution
+        _sample([]),
+    ]
+    data = LoadedDataset(
+        ["a", "b", "c"], Path("."), Path("d.yaml"), train, [_sample([])], [], ValidationReport([])
+    )
+    anchors = np.array([[[10, 13], [16, 30], [33, 23]], [[30, 61], [62, 45], [59, 119]]], dtype=float)
+    scale = measure.data_scale(data, anchors, imgsz=640)
+    assert (scale["images"], scale["val_images"], scale["instances"]) == (3, 1, 4)
+    assert scale["instances_per_class"] == {"a": 3, "b": 1, "c": 0}
+    assert scale["smallest_class"] == {"name": "c", "instances": 0}
+    assert scale["background_fraction"] == pytest.approx(1 / 3)
+    # at COCO scale (long side 640): 12.8x9.6 px small, 64x48 medium, 320x240 and 192x192 large
+    sizes = scale["box_sizes"]
+    assert sizes["shares"] == {"small": 0.25, "medium": 0.25, "large": 0.5}
+    assert sizes["distance_to_coco"] == pytest.approx(0.5 * (0.16 + 0.09 + 0.26))
+    # best anchor ratios: 12.8x9.6 fits 10x13; 64x48 fits 62x45; 320x240 is 5.1x the largest (62x45 -> no),
+    # 192x192 is 3.2x 59x119 wide and 1.6x tall -> yes
+    assert sizes["anchor_fit"] == pytest.approx(0.75)
+
+
+def test_symmetric_kl_of_gaussians() -> None:
+    zero, one = torch.zeros(3), torch.ones(3)
+    assert torch.allclose(measure.symmetric_kl(zero, one, zero, one), torch.zeros(3))
+    assert torch.allclose(measure.symmetric_kl(zero, one, one, one), torch.ones(3))  # 0.5 each way
+    # variances 1 and 4, same mean: (1/8 + 4/2) - 1
+    assert measure.symmetric_kl(zero, one, zero, 4 * one)[0].item() == pytest.approx(1.125)
+
+
+def test_batchnorm_inputs_merge_batches_exactly() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4)).eval()
+    batches = [torch.randn(n, 3, 5, 7) * 3 + 1 for n in (2, 5, 3)]
+    inputs = measure.BatchNormInputs(model)
+    with inputs.recording(), torch.no_grad():
+        for batch in batches:
+            model.model(batch)
+    features = model.model[0](torch.cat(batches)).detach()
+    var, mean = torch.var_mean(features, dim=(0, 2, 3), correction=0)
+    count, merged_mean, squares = inputs.totals["1"]
+    assert count == 10 * 5 * 7
+    assert torch.allclose(merged_mean.float(), mean, atol=1e-5)
+    assert torch.allclose((squares / count).float(), var, rtol=1e-4)
+    bn = model.model[1]  # fresh running statistics: mean 0, variance 1
+    eps = torch.full((4,), bn.eps)
+    expected = measure.symmetric_kl(torch.zeros(4), 1 + eps, mean.double(), var.double() + eps).mean()
+    assert inputs.shift()["1"] == pytest.approx(expected.item(), rel=1e-4)
+    bn.running_mean.copy_(mean)
+    bn.running_var.copy_(var)
+    assert inputs.shift()["1"] == pytest.approx(0.0, abs=1e-6)
+    summary = measure.summarise_shift({"1.bn": 0.5, "1.cv.bn": 1.5, "6.bn": 3.0, "12.bn": 1.0})
+    assert (summary["early"], summary["middle"], summary["late"]) == (1.0, 3.0, 1.0)
+    assert summary["overall"] == pytest.approx(5 / 3)
+
+
+def test_epochs_within_a_time_budget() -> None:
+    assert measure.epochs_within("full", [10.0], budget_s=105) == 10
+    assert measure.epochs_within("full", [10.0], budget_s=5) == 0
+    # staged: the frozen phase (6 s/epoch) is at most round(E / 2) epochs, the rest (10 s/epoch) trains all
+    assert measure.epochs_within("staged", [6.0, 10.0], budget_s=800) == 100  # 50 * 6 + 50 * 10
+    assert measure.epochs_within("staged", [6.0, 10.0], budget_s=87) == 11  # 6 * 6 + 5 * 10 = 86
+
+
+# --- real data against the official COCO yolov5n ----------------------------------------------------------
+
+SUBSET = (
+    8  # coco8 has 8 images: every dataset is measured on samples of the same size (the KL grows as n shrinks)
+)
+
+
+def _shifts(model, source, subsets: int) -> list[dict]:
+    """Shift and objectness of ``subsets`` disjoint, seeded random SUBSET-image samples of a dataset."""
+    from yolo_transfer.data import build_dataloader, load_dataset, load_hyp
+
+    data = load_dataset(source)
+    pool = data.train + data.val
+    order = np.random.default_rng(0).permutation(len(pool))
+    results = []
+    for k in range(subsets):
+        chosen = [pool[i] for i in order[k * SUBSET : (k + 1) * SUBSET]]
+        loader = build_dataloader(chosen, 320, SUBSET, augment=False, hyp=load_hyp("none"))
+        results.append(measure.shift_and_objectness(model, loader, "cpu"))
+    return results
+
+
+def test_shift_orders_coco8_raccoon_bccd(official_weights: Path) -> None:
+    from yolo_transfer.models import load_model
+
+    model, _ = load_model(official_weights)
+    coco8 = _shifts(model, shared_path("data", "coco8", "coco8.yaml"), 1)[0]
+    raccoon = _shifts(model, shared_path("data", "raccoon"), 3)
+    bccd = _shifts(model, shared_path("data", "bccd"), 3)
+    overall = {
+        name: [r["shift"]["overall"] for r in rs] for name, rs in [("raccoon", raccoon), ("bccd", bccd)]
+    }
+    # every sample of each dataset is in order, not just the averages
+    assert coco8["shift"]["overall"] < min(overall["raccoon"])
+    assert 3 * max(overall["raccoon"]) < min(overall["bccd"])
+    # microscopy is an input-level shift: the early layers see most of it
+    assert all(r["shift"]["early"] > 2 * r["shift"]["late"] for r in bccd)
+    assert all(r["shift"]["early"] < r["shift"]["late"] for r in raccoon)
+    # the COCO detector finds object-like things in COCO and raccoon images, much less in blood smears
+    assert coco8["objectness"]["mean_top_k"] > 1.5 * max(r["objectness"]["mean_top_k"] for r in bccd)
+
+
+def test_advise_json_output(official_weights: Path, capsys: pytest.CaptureFixture) -> None:
+    from yolo_transfer.cli import build_parser, main
+    from yolo_transfer.strategies import list_strategies
+
+    data = shared_path("data", "coco8", "coco8.yaml")
+    argv = ["advise", "--data", str(data), "--weights", str(official_weights), "--imgsz", "160"]
+    assert main([*argv, "--budget", "time=1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
+    for stage in ("overall", "early", "middle", "late"):
+        assert isinstance(result["shift"][stage], float) and result["shift"][stage] > 0
+    assert result["scale"]["images"] == 4 and result["scale"]["val_images"] == 4
+    assert result["labels"]["fraction"] == 1.0  # coco8 uses the checkpoint's own 80 names
+    assert set(result["compute"]["strategies"]) == set(list_strategies())
+    for entry in result["compute"]["strategies"].values():
+        assert (
+            entry["epoch_s"] > 0
+            and entry["epochs_fit"] == int(60 // entry["epoch_s"])
+            or entry["epochs_fit"] >= 0
+        )
+    rec = result["recommendation"]
+    assert rec["strategy"] in list_strategies()
+    assert set(rec["reasons"]) == set(rules.FIELDS)
+    assert all(reason["reason"] and reason["source"] for reason in rec["reasons"].values())
+    args = build_parser().parse_args(shlex.split(rec["command"])[1:])
+    assert (args.command, args.strategy, args.epochs, args.imgsz) == (
+        "train",
+        rec["strategy"],
+        rec["epochs"],
+        160,
+    )
+
+    assert main(["advise", "--data", str(data), "--weights", "missing.pt"]) == 2
+    assert "missing.pt" in capsys.readouterr().err

@@ -1,0 +1,126 @@
+"""ComputeLoss (spec §6) against the reference fixture; gains, assignment, smoothing, nc=1 and focal loss."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.ops import sigmoid_focal_loss
+
+from yolo_transfer.data import load_hyp
+from yolo_transfer.engine.loss import BCEWithFocus, ComputeLoss, scale_loss_gains
+from yolo_transfer.models import build_model, load_model
+
+IMGSZ = 64  # grids 8, 4, 2 for the synthetic cases
+
+
+def test_loss_matches_reference(official_weights, reference_dir):
+    reference = json.loads((reference_dir / "yolov5n_loss.json").read_text())
+    batch = np.load(reference_dir / "yolov5n_loss_batch.npz")
+    model, _ = load_model(official_weights)
+    model.float().train()
+    for param in model.parameters():
+        param.requires_grad_(True)
+    hyp = scale_loss_gains(load_hyp("low"), nl=3, nc=80, imgsz=320)
+    for key, value in reference["hyp_scaled"].items():
+        assert hyp[key] == pytest.approx(value), key
+
+    images = torch.from_numpy(batch["images_rgb_uint8"]).permute(0, 3, 1, 2).float() / 255
+    loss, items = ComputeLoss(model, hyp)(model(images), torch.from_numpy(batch["targets"]))
+    loss.backward()
+
+    lbox, lobj, lcls = items.tolist()
+    assert lbox == pytest.approx(reference["lbox"], rel=1e-3)
+    assert lobj == pytest.approx(reference["lobj"], rel=1e-3)
+    assert lcls == pytest.approx(reference["lcls"], rel=1e-3)
+    assert loss.item() == pytest.approx(reference["loss_total_times_batch"], rel=1e-3)
+    params = dict(model.named_parameters())
+    for name, norm in reference["grad_norms"].items():
+        assert params[name].grad.norm().item() == pytest.approx(norm, rel=1e-2), name
+
+
+def test_scale_loss_gains():
+    hyp = load_hyp("low")
+    same = scale_loss_gains(hyp, nl=3, nc=80, imgsz=640)
+    assert (same["box"], same["obj"], same["cls"]) == (hyp["box"], hyp["obj"], hyp["cls"])
+    assert same["label_smoothing"] == 0.0
+    voc = scale_loss_gains(hyp, nl=3, nc=20, imgsz=320)
+    assert voc["cls"] == pytest.approx(hyp["cls"] * 0.25)
+    assert voc["obj"] == pytest.approx(hyp["obj"] * 0.25)
+    four_levels = scale_loss_gains(hyp, nl=4, nc=80, imgsz=640)
+    assert four_levels["box"] == pytest.approx(hyp["box"] * 0.75)
+    assert hyp["box"] == load_hyp("low")["box"]  # the input is not modified
+
+
+def raw_predictions(model, batch_size: int = 2, fill: float | None = None) -> list[torch.Tensor]:
+    """Leaf tensors shaped like the train-mode outputs at IMGSZ (random, or constant ``fill``)."""
+    generator = torch.Generator().manual_seed(0)
+    detect = model.detect
+    shapes = [(batch_size, detect.na, IMGSZ // s, IMGSZ // s, detect.nc + 5) for s in (8, 16, 32)]
+    if fill is None:
+        return [torch.randn(shape, generator=generator).requires_grad_() for shape in shapes]
+    return [torch.full(shape, fill).requires_grad_() for shape in shapes]
+
+
+@pytest.fixture(scope="module")
+def three_class_model():
+    return build_model("yolov5n", nc=3)
+
+
+TARGETS = torch.tensor([[0, 0, 0.30, 0.30, 0.20, 0.25], [1, 1, 0.70, 0.55, 0.50, 0.40]])
+
+
+def test_single_class_skips_class_loss():
+    model = build_model("yolov5n", nc=1)
+    preds = raw_predictions(model)
+    targets = TARGETS.clone()
+    targets[:, 1] = 0
+    loss, items = ComputeLoss(model, scale_loss_gains(load_hyp("low"), 3, 1, IMGSZ))(preds, targets)
+    loss.backward()
+    assert items[2] == 0 and items[0] > 0 and items[1] > 0
+    for pred in preds:
+        assert (pred.grad[..., 5:] == 0).all()
+    assert any(pred.grad[..., :5].abs().sum() > 0 for pred in preds)
+
+
+def test_label_smoothing_sets_class_targets(three_class_model):
+    """With every class logit at 2, BCE = softplus(2) - 2 * mean(target) on each level that has positives."""
+    model = three_class_model
+    preds = raw_predictions(model, fill=2.0)
+    for eps in (0.0, 0.1):
+        hyp = {**load_hyp("low"), "label_smoothing": eps}
+        compute_loss = ComputeLoss(model, hyp)
+        _, items = compute_loss(preds, TARGETS)
+        levels_with_positives = sum(len(level[0]) > 0 for level in compute_loss.build_targets(preds, TARGETS))
+        mean_target = ((1 - eps / 2) + 2 * (eps / 2)) / 3
+        expected = hyp["cls"] * levels_with_positives * (F.softplus(torch.tensor(2.0)) - 2 * mean_target)
+        assert items[2].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_targets_use_up_to_three_cells(three_class_model):
+    model = three_class_model
+    preds = raw_predictions(model)
+    compute_loss = ComputeLoss(model, load_hyp("low"))
+    # centre (2.4, 2.6) on the 8x8 grid: own cell (2, 2), left neighbour (1, 2) and lower neighbour (2, 3)
+    target = torch.tensor([[0, 2, 0.3, 0.325, 0.25, 0.25]])
+    image, anchor, cell_y, cell_x, box, cls = compute_loss.build_targets(preds, target)[0]
+    assert len(image) % 3 == 0 and len(image) > 0
+    for a in anchor.unique():
+        cells = {(int(x), int(y)) for x, y, k in zip(cell_x, cell_y, anchor, strict=True) if k == a}
+        assert cells == {(2, 2), (1, 2), (2, 3)}
+    assert (box[:, :2] > -0.5).all() and (box[:, :2] < 1.5).all()
+    assert torch.allclose(box[:, 2:], torch.tensor([2.0, 2.0]).expand_as(box[:, 2:]))
+    assert (cls == 2).all() and (image == 0).all()
+    # 2 x 2 grid cells, far from the P3 anchors (1.25 x 1.625 ... 4.1 x 2.9 cells): ratio < 4 for all three
+    assert set(anchor.tolist()) == {0, 1, 2}
+
+
+def test_focal_loss_matches_torchvision_without_pos_weight():
+    logits = torch.randn(64, generator=torch.Generator().manual_seed(1))
+    target = (torch.arange(64) % 3 == 0).float()
+    focal = BCEWithFocus(pos_weight=1.0, gamma=1.5)(logits, target)
+    expected = sigmoid_focal_loss(logits, target, alpha=0.25, gamma=1.5, reduction="mean")
+    assert focal.item() == pytest.approx(expected.item(), rel=1e-6)
+    plain = BCEWithFocus(pos_weight=1.0)(logits, target)
+    assert plain.item() == pytest.approx(F.binary_cross_entropy_with_logits(logits, target).item(), rel=1e-6)

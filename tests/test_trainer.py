@@ -1,0 +1,228 @@
+"""The training loop on small synthetic data: learning, phases, exact resume after SIGKILL, NaN guard."""
+
+import copy
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from yolo_transfer.cli import main
+from yolo_transfer.data import load_dataset
+from yolo_transfer.data.synthetic import make_domain
+from yolo_transfer.engine.run_log import RESULTS_COLUMNS
+from yolo_transfer.engine.stopping import Plateau
+from yolo_transfer.engine.trainer import TrainConfig, Trainer, train
+from yolo_transfer.errors import TrainingError
+from yolo_transfer.models import build_model, load_model
+from yolo_transfer.strategies import Phase, Strategy, load_strategy
+from yolo_transfer.strategies.phase import write_strategy
+
+SUMMARY_KEYS = {
+    "best", "final", "epochs", "wall_seconds", "train_img_per_s", "time_to_95pct_best_s", "peak_rss_mb",
+    "gpu_mem_mb", "phases", "strategy", "config",
+}  # fmt: skip
+TIMING_COLUMNS = {"wall_s", "img_per_s", "peak_rss_mb", "gpu_mem_mb"}
+SMALL = {"imgsz": 160, "batch": 8, "workers": 0, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("YOLO_TRANSFER_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory, cache_dir) -> Path:
+    """40 synthetic images at 160 px: 32 train, 8 val."""
+    return make_domain(tmp_path_factory.mktemp("shapes"), "target", n_images=40, imgsz=160, seed=1)
+
+
+def read_rows(run: Path) -> list[dict]:
+    with open(run / "results.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_three_epochs_from_official_weights_learn(shapes, tmp_path, official_weights):
+    config = TrainConfig(
+        data=str(shapes), out=tmp_path / "run", weights=str(official_weights), epochs=3, **SMALL
+    )
+    summary = train(config, load_strategy("full", epochs=3))
+
+    rows = read_rows(config.out)
+    assert list(rows[0]) == RESULTS_COLUMNS and [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    loss = [sum(float(r[f"train/{k}_loss"]) for k in ("box", "obj", "cls")) for r in rows]
+    map50_95 = [float(r["metrics/mAP_0.5:0.95"]) for r in rows]
+    assert loss[-1] < loss[0], loss
+    assert map50_95[-1] > map50_95[0], map50_95
+    assert set(summary) >= SUMMARY_KEYS and summary["end_reason"] == "completed" and summary["epochs"] == 3
+    assert summary["final"]["map50_95"] == pytest.approx(map50_95[-1])
+    assert summary["best"]["map50_95"] == pytest.approx(max(map50_95))
+    assert summary["phases"] == [
+        {"name": "all", "trainable_params": 1_766_623, "lr0": 0.0033, "batch": 8, "epochs_run": 3,
+         "end_reason": "epochs"}
+    ]  # fmt: skip
+    assert json.loads((config.out / "summary.json").read_text())["final"] == summary["final"]
+    model, metadata = load_model(config.out / "weights" / "best.safetensors")
+    assert model.names == load_dataset(shapes).names
+    assert metadata["epochs"] >= 1 and metadata["phases"][0]["name"] == "all"
+
+
+def test_phases_freeze_switch_on_plateau_and_log(shapes, tmp_path):
+    torch.manual_seed(0)
+    model = build_model("yolov5n", nc=len(load_dataset(shapes).names))
+    start = copy.deepcopy(model.state_dict())
+    plateau = {"patience": 1, "max_epochs": 3, "min_delta": 0.5}
+    strategy = Strategy("two-phase", "test plan", [
+        Phase("neck-head", trainable=["neck", "head"], plateau=plateau),
+        Phase("head", trainable=["head"], batch="auto", hyp="none", warmup_epochs=0.0),
+    ])  # fmt: skip
+    config = TrainConfig(data=str(shapes), out=tmp_path / "run", epochs=3, **SMALL)
+    summary = Trainer(model, load_dataset(shapes), strategy, config, config.out).fit()
+
+    phases = summary["phases"]
+    assert [(p["name"], p["epochs_run"], p["end_reason"]) for p in phases] == [
+        (
+            "neck-head",
+            2,
+            "plateau",
+        ),  # fitness never rose by min_delta 0.5 -> patience 1 ends it after 2 epochs
+        ("head", 1, "epochs"),
+    ]
+    assert phases[0]["trainable_params"] > phases[1]["trainable_params"] > 0
+    assert 1 <= phases[1]["batch"] <= 32 and phases[1]["batch"] & (phases[1]["batch"] - 1) == 0
+    assert [r["phase"] for r in read_rows(config.out)] == ["neck-head", "neck-head", "head"]
+    shipped = load_file(config.out / "weights" / "last.safetensors")
+    for name, tensor in start.items():
+        if name.startswith(tuple(f"model.{i}." for i in range(10))):  # backbone: frozen, BN in eval mode
+            assert torch.equal(model.state_dict()[name], tensor), name
+            assert torch.equal(shipped[name].to(tensor.dtype), tensor), name
+    assert not torch.equal(model.state_dict()["model.17.cv1.conv.weight"], start["model.17.cv1.conv.weight"])
+
+
+def _cli(out: Path, data: Path, strategy: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "yolo_transfer.cli", "train", "--data", str(data), "--cfg", "yolov5n",
+        "--epochs", "4", "--strategy", str(strategy), "--imgsz", "160", "--batch", "8", "--workers", "0",
+        "--out", str(out),
+    ]  # fmt: skip
+
+
+def _kill_after_epoch(command: list[str], state: Path, epoch: int) -> None:
+    """Start ``command`` and SIGKILL it as soon as its resume state says ``epoch`` epochs are done."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if state.exists() and json.loads(state.read_text())["progress"]["epoch"] >= epoch:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()[-2000:]
+    assert json.loads(state.read_text())["progress"]["epoch"] == epoch  # killed inside the next epoch
+
+
+def test_kill_and_resume_equals_uninterrupted_run(shapes, tmp_path):
+    strategy_file = tmp_path / "plan.yaml"
+    write_strategy(Strategy("plan", "frozen backbone, then all", [
+        Phase("neck-head", trainable=["neck", "head"], epochs=2),
+        Phase("all", trainable=["all"], lr0=0.005, warmup_epochs=1.0),
+    ]), strategy_file)  # fmt: skip
+    killed, state = tmp_path / "killed", tmp_path / "killed" / "weights" / "last.state.json"
+    _kill_after_epoch(_cli(killed, shapes, strategy_file), state, epoch=1)  # killed mid-phase 1
+    _kill_after_epoch([*_cli(killed, shapes, strategy_file)[:4], "--resume", str(killed)], state, epoch=2)
+    finished = subprocess.run([*_cli(killed, shapes, strategy_file)[:4], "--resume", str(killed)],
+                              capture_output=True, text=True)  # fmt: skip
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "resuming" in finished.stdout
+
+    config = TrainConfig(data=str(shapes), out=tmp_path / "straight", cfg="yolov5n", epochs=4, **SMALL)
+    train(config, load_strategy(strategy_file, epochs=4))
+
+    straight_rows, killed_rows = read_rows(config.out), read_rows(killed)
+    assert len(killed_rows) == 4
+    for a, b in zip(straight_rows, killed_rows, strict=True):
+        assert {k: v for k, v in a.items() if k not in TIMING_COLUMNS} == {
+            k: v for k, v in b.items() if k not in TIMING_COLUMNS
+        }
+    for name in ("last.safetensors", "best.safetensors"):
+        a, b = load_file(config.out / "weights" / name), load_file(killed / "weights" / name)
+        assert all(torch.equal(a[key], b[key]) for key in a), name
+    summaries = [json.loads((run / "summary.json").read_text()) for run in (config.out, killed)]
+    assert summaries[0]["final"] == summaries[1]["final"] and summaries[0]["best"] == summaries[1]["best"]
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(shapes, tmp_path):
+    torch.manual_seed(0)
+    model = build_model("yolov5n", nc=len(load_dataset(shapes).names))
+    calls = {"train": 0}
+
+    def poison_after_first_epoch(module, inputs, outputs):
+        if module.training:
+            calls["train"] += 1
+            if calls["train"] > 4:  # 32 train images / batch 8 = 4 batches in epoch 1
+                return [out * float("nan") for out in outputs]
+        return None
+
+    model.model[24].register_forward_hook(poison_after_first_epoch)
+    config = TrainConfig(data=str(shapes), out=tmp_path / "run", epochs=3, **SMALL)
+    strategy = load_strategy("full", epochs=3)
+    trainer = Trainer(model, load_dataset(shapes), strategy, config, config.out)
+    with pytest.raises(
+        TrainingError, match=r"loss became nan at epoch 2, iteration 4 .*last good checkpoint"
+    ):
+        trainer.fit()
+    weights = config.out / "weights"
+    last, metadata = load_model(weights / "last.safetensors")
+    assert metadata["epochs"] == 1
+    assert all(torch.isfinite(p).all() for p in last.state_dict().values() if p.is_floating_point())
+    assert json.loads((weights / "last.state.json").read_text())["progress"]["epoch"] == 1
+    assert not list(weights.glob("*.tmp"))
+
+
+def test_cli_image_budget_stops_cleanly(shapes, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(shapes), "--epochs", "5", "--imgsz", "160", "--batch", "8",
+            "--workers", "0", "--max-images", "20", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    progress = json.loads((out / "weights" / "last.state.json").read_text())["progress"]
+    assert summary["end_reason"] == "max_images" and summary["epochs"] == 1
+    assert progress["images_seen"] == 20  # 8 + 8 + 4: the last batch is cut to the budget
+    assert summary["phases"][0]["end_reason"] == "max_images"
+    assert main(args) == 2  # the folder holds a run now
+    assert "already holds a run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--data", "missing.yaml"], "missing.yaml"),
+        (["--data", "DATA", "--imgsz", "100"], "multiple of 32"),
+        (["--data", "DATA", "--weights", "nowhere.pt"], "nowhere.pt: weights file not found"),
+        (["--data", "DATA", "--strategy", "bogus"], "unknown strategy 'bogus'"),
+        (["--resume", "OUT"], "not a run folder to resume"),
+        ([], "train needs --data"),
+    ],
+)
+def test_cli_errors_are_one_line(shapes, tmp_path, capsys, extra, message):
+    args = [a.replace("DATA", str(shapes)).replace("OUT", str(tmp_path)) for a in extra]
+    assert main(["train", *args, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_plateau_rule_counts_ties_as_improvement():
+    rule = Plateau(patience=2)
+    assert [rule.update(e, f) for e, f in enumerate([0.1, 0.1, 0.05, 0.05])] == [False, False, False, True]
+    assert not any(Plateau(patience=0).update(e, 0.0) for e in range(5))
+    strict = Plateau(patience=1, min_delta=0.01)
+    assert [strict.update(e, f) for e, f in enumerate([0.1, 0.105])] == [False, True]

@@ -1,0 +1,179 @@
+"""``yolo-transfer advise``: measure the data and its shift from the pretraining, recommend a strategy.
+
+``advise()`` runs the measurements of ``measure.py`` (one pass over a sample of at most ``max_images``
+images, plus a few timed training steps per strategy), condenses them into a ``rules.Profile`` and walks the
+rule table of ``rules.py``; ``advise_command`` prints the result as a report or as one JSON object.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+from yolo_transfer.advise.rules import NOTES, Profile, recommend
+from yolo_transfer.errors import ConfigError
+
+__all__ = ["advise", "advise_command", "recommend_strategy"]
+
+BATCH = 16  # images per forward pass when measuring
+TIMING_BATCH = 8  # images per timed training step (seconds per image hardly depend on it on a CPU)
+WIDTHS = {"n": 0.25, "s": 0.5, "m": 0.75, "l": 1.0, "x": 1.25}  # width_multiple of the yolov5 sizes
+
+
+def advise(
+    data: str | Path,
+    weights: str | Path,
+    *,
+    budget: str | None = None,
+    target_map: float | None = None,
+    imgsz: int = 320,
+    max_images: int = 500,
+    device: str = "cpu",
+    compute: bool = True,
+) -> dict:
+    """Measure ``data`` against the pretrained ``weights`` and recommend how to fine-tune.
+
+    ``budget`` is ``epochs=N``, ``time=MIN`` or ``images=K``. ``compute=False`` skips the timed training
+    steps unless the budget is a time. Returns a JSON-ready dict: the measurements (``scale``, ``labels``,
+    ``shift``, ``objectness``, ``compute``), the ``recommendation`` with a reason for every choice and the
+    exact ``command``, and ``notes``.
+    """
+    from yolo_transfer.advise import measure
+    from yolo_transfer.compare.budget import parse_budget
+    from yolo_transfer.data import build_dataloader, load_dataset, load_hyp
+    from yolo_transfer.models import load_model
+
+    started = time.perf_counter()
+    if max_images < 1:
+        raise ConfigError(f"--max-images must be >= 1, got {max_images}")
+    if imgsz < 32 or imgsz % 32:
+        raise ConfigError(f"--imgsz must be a positive multiple of 32, got {imgsz}")
+    parsed = parse_budget(budget) if budget else None
+    dataset = load_dataset(data)
+    model, metadata = load_model(weights)
+    anchors_px = (model.detect.anchors * model.stride.view(-1, 1, 1)).cpu().numpy()
+
+    scale = measure.data_scale(dataset, anchors_px, imgsz)
+    labels = measure.label_overlap(dataset.names, list(model.names))
+    sample = measure.sample_images(dataset, max_images)
+    loader = build_dataloader(sample, imgsz, BATCH, augment=False, hyp=load_hyp("none"))
+    probe = measure.shift_and_objectness(model, loader, device)
+
+    budget_s = parsed.max_seconds if parsed else None
+    timings = None
+    if compute or budget_s is not None:
+        timings = _time_strategies(metadata, dataset, imgsz, device, probe["forward_s_per_image"], budget_s)
+    profile = _profile(scale, labels, probe, timings, metadata, parsed, target_map)
+    rec = recommend(profile)
+    return {
+        "data": str(data),
+        "weights": str(weights),
+        "settings": {"imgsz": imgsz, "max_images": max_images, "device": device, "budget": budget},
+        "scale": scale,
+        "labels": labels,
+        "shift": probe["shift"],
+        "objectness": probe["objectness"],
+        "compute": timings,
+        "recommendation": rec.to_dict()
+        | {"command": rec.command(str(data), str(weights), imgsz=imgsz, device=device)},
+        "notes": [note.render(profile) for note in NOTES if note.predicate(profile)],
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _time_strategies(
+    metadata: dict, dataset, imgsz: int, device: str, val_s: float, budget_s: float | None
+) -> dict:
+    """Seconds per epoch of every built-in strategy (and epochs within ``budget_s``), measured here."""
+    from yolo_transfer.advise import measure
+    from yolo_transfer.data import build_dataloader, load_hyp
+    from yolo_transfer.models import build_model
+
+    model = build_model(copy.deepcopy(metadata["cfg"]), nc=dataset.nc).to(device)  # timing needs no weights
+    hyp = load_hyp("low")
+    loader = build_dataloader(dataset.train, imgsz, TIMING_BATCH, augment=True, hyp=hyp, shuffle=True)
+    load_s, images = measure.loader_seconds_per_image(loader, batches=2)
+    strategies = measure.strategy_compute(
+        model,
+        images.to(device).float() / 255,
+        n_train=len(dataset.train),
+        n_val=len(dataset.val),
+        load_s=load_s,
+        val_s=val_s,
+        budget_s=budget_s,
+    )
+    return {
+        "strategies": strategies,
+        "loader_s_per_image": load_s,
+        "val_s_per_image": val_s,
+        "budget_s": budget_s,
+    }
+
+
+def _profile(scale, labels, probe, timings, metadata, budget, target_map) -> Profile:
+    """The flat summary of the measurements that the rule table reads."""
+    from yolo_transfer.compare.budget import epochs_for_images
+
+    budget_epochs = None
+    if budget is not None and budget.kind == "epochs":
+        budget_epochs = int(budget.value)
+    elif budget is not None and budget.kind == "images":
+        budget_epochs = epochs_for_images(budget, scale["images"])
+    epochs_fit = None
+    if budget is not None and budget.kind == "time":
+        epochs_fit = {name: entry["epochs_fit"] for name, entry in timings["strategies"].items()}
+    shift = probe["shift"]
+    return Profile(
+        images=scale["images"],
+        val_images=scale["val_images"],
+        nc=len(scale["instances_per_class"]),
+        min_class_instances=scale["smallest_class"]["instances"],
+        smallest_class=scale["smallest_class"]["name"],
+        max_class_instances=max(scale["instances_per_class"].values()),
+        background_fraction=scale["background_fraction"],
+        label_overlap=labels["fraction"],
+        shift_early=shift["early"],
+        shift_middle=shift["middle"],
+        shift_late=shift["late"],
+        shift_overall=shift["overall"],
+        objectness=probe["objectness"]["mean_top_k"],
+        anchor_fit=scale["box_sizes"]["anchor_fit"],
+        model_size=_model_size(metadata),
+        budget_epochs=budget_epochs,
+        epochs_fit=epochs_fit,
+        target_map=target_map,
+    )
+
+
+def _model_size(metadata: dict) -> str:
+    """n|s|m|l|x: the size whose width multiple (n 0.25 ... x 1.25) is closest to the checkpoint's."""
+    width = metadata["cfg"].get("width_multiple", 0.25)
+    return min(WIDTHS, key=lambda size: abs(WIDTHS[size] - width))
+
+
+def recommend_strategy(data: str | Path, weights: str | Path, **kwargs) -> str:
+    """The built-in strategy ``advise`` recommends (``compare --strategies auto``); untimed by default."""
+    kwargs.setdefault("compute", False)
+    return advise(data, weights, **kwargs)["recommendation"]["strategy"]
+
+
+def advise_command(args) -> int:
+    """``yolo-transfer advise``: a readable report, or one JSON object with ``--json``."""
+    result = advise(
+        args.data,
+        args.weights,
+        budget=args.budget,
+        target_map=args.target_map,
+        imgsz=args.imgsz,
+        max_images=args.max_images,
+        device=args.device,
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        from yolo_transfer.advise.report import print_report
+
+        print_report(result)
+    return 0

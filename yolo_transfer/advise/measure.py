@@ -1,0 +1,354 @@
+"""What the advisor measures: data scale, label overlap, the BatchNorm shift profile, objectness and compute.
+
+All measurements come from the dataset's labels and one eval-mode pass of the pretrained detector over a
+sample of the images; the compute figures come from a few timed training steps per strategy.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from yolo_transfer.data.validate import LoadedDataset, Sample
+from yolo_transfer.strategies import Strategy, list_strategies, load_strategy
+from yolo_transfer.strategies.trainable import freeze_modules, no_grad_prefix, resolve_modules, set_bn_mode
+
+# COCO's object sizes (cocodataset.org/#detection-eval, "Detection Evaluation", section 2): "approximately 41%
+# of objects are small (area < 32^2), 34% are medium (32^2 < area < 96^2), and 24% are large (area > 96^2)",
+# area in pixels of COCO images, whose long side is 640. (COCO counts mask area; we count box area, so the
+# target's shares lean slightly larger than a like-for-like comparison would.)
+COCO_SIZE_SHARES = {"small": 0.41, "medium": 0.34, "large": 0.24}
+COCO_SIZE_LIMITS = (32**2, 96**2)
+COCO_LONG_SIDE = 640
+ANCHOR_T = 4.0  # yolov5 hyp anchor_t: a label fits an anchor when both side ratios are within 4x (spec 5.8)
+
+# Module ranges of the shift profile (YOLOv5 P5 models): stem and first stages, deeper backbone + SPPF, neck.
+STAGES = {"early": range(0, 5), "middle": range(5, 10), "late": range(10, 24)}
+TOP_K_OBJECTNESS = 10
+NOMINAL_EPOCHS = 100  # phase fractions are resolved against this many epochs to weigh their costs
+
+# Common alternative names of the COCO classes (VOC's spellings first), for the label-overlap check.
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "person": ("people", "persons", "pedestrian", "human", "man", "woman", "child", "rider", "player"),
+    "bicycle": ("bike", "cycle"),
+    "car": ("automobile", "sedan", "taxi"),
+    "motorcycle": ("motorbike", "motor bike"),
+    "airplane": ("aeroplane", "plane", "aircraft", "jet"),
+    "boat": ("ship", "vessel"),
+    "truck": ("lorry", "pickup truck"),
+    "traffic light": ("traffic signal", "stoplight"),
+    "fire hydrant": ("hydrant",),
+    "dog": ("puppy",),
+    "cat": ("kitten",),
+    "horse": ("pony",),
+    "cow": ("cattle", "bull", "calf"),
+    "couch": ("sofa",),
+    "potted plant": ("pottedplant", "houseplant", "plant"),
+    "dining table": ("diningtable", "table"),
+    "tv": ("tvmonitor", "tv monitor", "television", "monitor"),
+    "cell phone": ("cellphone", "mobile phone", "phone", "smartphone"),
+    "sports ball": ("ball", "football", "soccer ball", "basketball"),
+    "donut": ("doughnut",),
+    "hot dog": ("hotdog",),
+    "hair drier": ("hair dryer", "hairdryer"),
+    "refrigerator": ("fridge",),
+    "teddy bear": ("teddy", "teddybear"),
+    "handbag": ("purse",),
+    "backpack": ("rucksack",),
+    "remote": ("remote control",),
+    "wine glass": ("wineglass",),
+}
+
+
+def normalise_name(name: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[_\-]", " ", name.strip().lower()))
+
+
+def label_overlap(target: list[str], checkpoint: list[str]) -> dict:
+    """Which target classes the checkpoint already names, exactly or by a common synonym."""
+    known = {normalise_name(name): name for name in checkpoint}
+    alias = {normalise_name(a): known[c] for c, aliases in SYNONYMS.items() if c in known for a in aliases}
+    exact, synonym, new = [], {}, []
+    for name in target:
+        key = normalise_name(name)
+        singular = key[:-1] if key.endswith("s") else key
+        if key in known:
+            exact.append(name)
+        elif match := alias.get(key) or known.get(singular) or alias.get(singular):
+            synonym[name] = match
+        else:
+            new.append(name)
+    fraction = (len(exact) + len(synonym)) / max(len(target), 1)
+    return {"exact": exact, "synonym": synonym, "new": new, "fraction": fraction}
+
+
+def data_scale(data: LoadedDataset, anchors_px: np.ndarray, imgsz: int) -> dict:
+    """Images, instances per class, backgrounds, and box sizes against COCO's and the checkpoint's anchors."""
+    train = data.train
+    classes = np.concatenate([s.labels[:, 0] for s in train]).astype(int) if train else np.zeros(0, int)
+    counts = np.bincount(classes, minlength=data.nc)
+    smallest = int(np.argmin(counts))
+    shares = _coco_size_shares(train)
+    return {
+        "images": len(train),
+        "val_images": len(data.val),
+        "instances": int(counts.sum()),
+        "instances_per_class": dict(zip(data.names, counts.tolist(), strict=True)),
+        "smallest_class": {"name": data.names[smallest], "instances": int(counts[smallest])},
+        "background_fraction": sum(len(s.labels) == 0 for s in train) / max(len(train), 1),
+        "box_sizes": {
+            "shares": shares,
+            "coco_shares": COCO_SIZE_SHARES,
+            # total variation distance between the two size distributions: 0 = same mix, 1 = disjoint
+            "distance_to_coco": 0.5 * sum(abs(shares[k] - COCO_SIZE_SHARES[k]) for k in shares),
+            "anchor_fit": anchor_fit(train, anchors_px, imgsz),
+        },
+    }
+
+
+def _box_wh(samples: list[Sample], long_side: float) -> np.ndarray:
+    """(n, 2) label widths and heights in pixels once each image's long side is ``long_side``."""
+    sizes = [
+        s.labels[:, 3:5] * np.array([s.width, s.height]) * (long_side / max(s.width, s.height))
+        for s in samples
+        if len(s.labels)
+    ]
+    return np.concatenate(sizes) if sizes else np.zeros((0, 2))
+
+
+def _coco_size_shares(samples: list[Sample]) -> dict[str, float]:
+    area = _box_wh(samples, COCO_LONG_SIDE).prod(1)
+    n = max(len(area), 1)
+    small, medium = COCO_SIZE_LIMITS
+    return {
+        "small": float((area < small).sum() / n),
+        "medium": float(((area >= small) & (area < medium)).sum() / n),
+        "large": float((area >= medium).sum() / n),
+    }
+
+
+def anchor_fit(samples: list[Sample], anchors_px: np.ndarray, imgsz: int) -> float:
+    """YOLOv5's best possible recall (spec 5.8): the share of labels some anchor fits within ``ANCHOR_T``."""
+    wh = _box_wh(samples, imgsz)
+    if not len(wh):
+        return 0.0
+    ratio = wh[:, None, :] / anchors_px.reshape(-1, 2)[None]
+    best = np.minimum(ratio, 1 / ratio).min(2).max(1)
+    return float((best > 1 / ANCHOR_T).mean())
+
+
+def symmetric_kl(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b: Tensor) -> Tensor:
+    """KL(a||b) + KL(b||a) between 1-D Gaussians, per channel (the log terms cancel)."""
+    diff2 = (mean_a - mean_b) ** 2
+    return (var_a + diff2) / (2 * var_b) + (var_b + diff2) / (2 * var_a) - 1
+
+
+class BatchNormInputs:
+    """Per-channel mean and variance of every BatchNorm layer's input, accumulated by forward pre-hooks.
+
+    Each batch's statistics (``torch.var_mean``) are merged into running totals with Chan et al.'s parallel
+    formula, in float64, so the result equals the statistics of all the images at once.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.layers = {
+            f"{index}.{name}" if name else str(index): layer
+            for index, module in enumerate(model.model)
+            for name, layer in module.named_modules()
+            if isinstance(layer, nn.modules.batchnorm._BatchNorm)
+        }
+        self.totals: dict[str, tuple[int, Tensor, Tensor]] = {}  # name -> (count, mean, M2)
+
+    @contextmanager
+    def recording(self) -> Iterator[BatchNormInputs]:
+        handles = [layer.register_forward_pre_hook(self._hook(name)) for name, layer in self.layers.items()]
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _hook(self, name: str):
+        def record(_layer: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+            x = inputs[0].detach()
+            var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+            count, mean, squares = x.numel() // x.shape[1], mean.double().cpu(), var.double().cpu()
+            squares = squares * count
+            if name in self.totals:
+                seen, seen_mean, seen_squares = self.totals[name]
+                total = seen + count
+                delta = mean - seen_mean
+                mean = seen_mean + delta * count / total
+                squares = seen_squares + squares + delta**2 * seen * count / total
+                count = total
+            self.totals[name] = (count, mean, squares)
+
+        return record
+
+    def shift(self) -> dict[str, float]:
+        """Per layer: the mean over channels of the symmetric KL between running and measured statistics."""
+        out = {}
+        for name, (count, mean, squares) in self.totals.items():
+            layer = self.layers[name]
+            run_mean, run_var = layer.running_mean.double().cpu(), layer.running_var.double().cpu()
+            kl = symmetric_kl(run_mean, run_var + layer.eps, mean, squares / count + layer.eps)
+            out[name] = float(kl.mean())
+        return out
+
+
+def summarise_shift(per_layer: dict[str, float]) -> dict:
+    """Per-module means of the layer shifts, their early / middle / late means and the overall mean."""
+    by_module: dict[int, list[float]] = {}
+    for name, value in per_layer.items():
+        by_module.setdefault(int(name.split(".")[0]), []).append(value)
+    per_module = {index: float(np.mean(values)) for index, values in sorted(by_module.items())}
+    stages = {
+        stage: float(np.mean([v for i, v in per_module.items() if i in modules]))
+        for stage, modules in STAGES.items()
+        if any(i in modules for i in per_module)
+    }
+    return {
+        **stages,
+        "overall": float(np.mean(list(per_module.values()))),
+        "per_module": {str(i): v for i, v in per_module.items()},
+        "per_layer": per_layer,
+    }
+
+
+@torch.no_grad()
+def shift_and_objectness(model: nn.Module, loader, device: str | torch.device) -> dict:
+    """One eval-mode pass: the BN shift profile and the detector's objectness on the images.
+
+    Objectness is the mean over images of the mean of the top-k objectness scores: near 1 where the detector
+    sees object-like things it knows, low where nothing looks like the pretraining's objects.
+    """
+    model.eval().to(device)
+    inputs = BatchNormInputs(model)
+    top_k, images, seconds = [], 0, 0.0
+    with inputs.recording():
+        for batch in loader:
+            x = batch[0].to(device).float() / 255
+            start = time.perf_counter()
+            decoded = model(x)[0]
+            seconds += time.perf_counter() - start
+            k = min(TOP_K_OBJECTNESS, decoded.shape[1])
+            top_k.append(decoded[..., 4].topk(k, dim=1).values.mean(1).cpu())
+            images += len(x)
+    scores = torch.cat(top_k)
+    return {
+        "shift": summarise_shift(inputs.shift()),
+        "objectness": {"mean_top_k": float(scores.mean()), "k": TOP_K_OBJECTNESS, "images": images},
+        "forward_s_per_image": seconds / max(images, 1),
+    }
+
+
+def sample_images(data: LoadedDataset, max_images: int, seed: int = 0) -> list[Sample]:
+    """Up to ``max_images`` of the train and val images, a seeded random choice when there are more."""
+    pool = data.train + data.val
+    if len(pool) <= max_images:
+        return pool
+    order = np.random.default_rng(seed).permutation(len(pool))[:max_images]
+    return [pool[i] for i in sorted(order.tolist())]
+
+
+def train_step(model: nn.Module, trainable: tuple[int, ...], images: Tensor) -> None:
+    """Forward + backward with only ``trainable`` modules learning; leading frozen ones run under no_grad."""
+    freeze_modules(model, list(trainable))
+    model.train()
+    set_bn_mode(model, list(trainable), "frozen")
+    outputs = model(images, no_grad_prefix=no_grad_prefix(list(trainable)))
+    sum(out.float().mean() for out in outputs).backward()
+    model.zero_grad(set_to_none=True)
+
+
+def train_seconds_per_image(
+    model: nn.Module, sets: list[tuple[int, ...]], images: Tensor, rounds: int
+) -> dict:
+    """Seconds per image of a training step for each trainable set: the fastest of ``rounds`` interleaved
+    steps (the one least disturbed by other processes), after a warm-up step."""
+    train_step(model, sets[0], images)
+    best = dict.fromkeys(sets, float("inf"))
+    for _ in range(rounds):
+        for trainable in sets:
+            start = time.perf_counter()
+            train_step(model, trainable, images)
+            best[trainable] = min(best[trainable], (time.perf_counter() - start) / len(images))
+    return best
+
+
+def loader_seconds_per_image(loader, batches: int) -> tuple[float, Tensor]:
+    """Seconds per image of the augmenting loader (in this process), and its first batch of images."""
+    iterator = iter(loader)
+    start = time.perf_counter()
+    first = next(iterator)[0]
+    seen = len(first)
+    for _ in range(batches - 1):
+        batch = next(iterator, None)
+        if batch is None:
+            break
+        seen += len(batch[0])
+    return (time.perf_counter() - start) / seen, first
+
+
+def strategy_compute(
+    model: nn.Module,
+    images: Tensor,
+    *,
+    n_train: int,
+    n_val: int,
+    load_s: float,
+    val_s: float,
+    budget_s: float | None,
+    rounds: int = 2,
+) -> dict[str, dict]:
+    """Seconds per epoch of every built-in strategy (each phase timed) and the epochs that fit ``budget_s``.
+
+    One epoch of a phase costs ``n_train x (step + loading) + n_val x eval-forward`` seconds per image (the
+    estimate ``compare`` uses for time budgets). Phases with the same trainable modules are timed once.
+    """
+    strategies = {name: load_strategy(name, epochs=NOMINAL_EPOCHS) for name in list_strategies()}
+    phase_sets = {
+        name: [tuple(resolve_modules(phase.trainable, model)) for phase in strategy.phases]
+        for name, strategy in strategies.items()
+    }
+    step_s = train_seconds_per_image(model, list(dict.fromkeys(sum(phase_sets.values(), []))), images, rounds)
+    result = {}
+    for name, strategy in strategies.items():
+        phase_s = [n_train * (step_s[trainable] + load_s) + n_val * val_s for trainable in phase_sets[name]]
+        entry = {
+            "phase_epoch_s": phase_s,
+            "epoch_s": _schedule_seconds(strategy, phase_s, NOMINAL_EPOCHS) / NOMINAL_EPOCHS,
+        }
+        if budget_s is not None:
+            entry["epochs_fit"] = epochs_within(name, phase_s, budget_s)
+        result[name] = entry
+    return result
+
+
+def _schedule_seconds(strategy: Strategy, phase_s: list[float], epochs: int) -> float:
+    """Seconds of a schedule resolved for ``epochs``: plateau phases counted at their longest."""
+    total, used = 0.0, 0
+    for phase, seconds in zip(strategy.phases, phase_s, strict=True):
+        length = phase.epochs or (phase.plateau or {}).get("max_epochs") or max(epochs - used, 0)
+        total += length * seconds
+        used += length
+    return total
+
+
+def epochs_within(name: str, phase_s: list[float], budget_s: float, most: int = 1000) -> int:
+    """The largest epoch count whose schedule of strategy ``name`` fits in ``budget_s`` (0 if none does)."""
+    low = len(phase_s) - 1  # a schedule needs at least one epoch per phase
+    high = most
+    while low < high:
+        mid = (low + high + 1) // 2
+        if _schedule_seconds(load_strategy(name, epochs=mid), phase_s, mid) <= budget_s:
+            low = mid
+        else:
+            high = mid - 1
+    return low if low >= len(phase_s) else 0

@@ -1,0 +1,436 @@
+"""The advisor's rule table: measurements (a ``Profile``) -> a ``Recommendation`` with reasons and sources.
+
+The rules are data: a list of ``Rule`` rows read top to bottom. Each recommendation field (strategy, freeze,
+batch, lr0, epochs, hyp, patience) takes its value from the *first* row whose predicate holds and whose
+effect sets that field, so a row's position is its priority. A row's reason is a format string filled from
+the profile and the fields decided so far, so every choice names the measurement that triggered it, the
+rule, and the source it rests on.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# --- thresholds (named, so the table below reads as prose) ------------------------------------------------
+
+TINY_DATA_IMAGES = 100  # "very small dataset" (Ultralytics fine-tuning guide) - below this, freezing protects
+LARGE_DATA_IMAGES = 1500  # YOLOv5 "Tips for best training results": >= 1500 images per class
+LARGE_DATA_INSTANCES = 1500  # ... and plenty of labelled instances in the smallest class
+KNOWN_CLASSES = 0.5  # at least half the target classes already exist in the checkpoint
+LOW_SHIFT = 0.5  # symmetric-KL BN shift (overall) below which the data looks like the pretraining data
+HIGH_SHIFT = 1.5  # ... above which it is "far from the pretraining"
+EARLY_DOMINANCE = 1.5  # early shift this many times the late shift = input-level (style/sensor) shift
+MIN_USEFUL_EPOCHS = 10  # fewer epochs of full fine-tuning than this is "compute-bound"
+FREEZE_SPEEDUP = 1.25  # freezing must buy at least this many more epochs to pay off (#1314: ~23% less time)
+DEFAULT_BATCH = 16  # yolov5 train.py / ultralytics default batch size
+MIN_STEPS_PER_EPOCH = 4  # a batch is capped so that an epoch still has a few optimizer steps
+MIN_EPOCHS, MAX_EPOCHS = 10, 300  # clamp for the BiT-derived schedule (300 = YOLOv5 from-scratch default)
+CLOSE_MOSAIC_EPOCHS = 10  # ultralytics close_mosaic: mosaic is off for the last 10 epochs anyway
+SMALL_VAL_IMAGES = 50  # below this the validation fitness is noisy: be patient
+FINE_TUNE_LR0 = 0.0033  # hyp.finetune.yaml lr0 0.0032 / hyp.VOC.yaml lr0 0.00334 (evolved from COCO weights)
+MAX_BACKGROUND = 0.10  # YOLOv5 tips: 0-10% background images
+AUTOANCHOR_BPR = 0.98  # AutoAnchor keeps the anchors above this best possible recall
+MIN_CLASS_SHARE = 0.10  # a class with < 10% of the largest class's instances is called out
+SCRATCH_LR0 = 0.01  # hyp.scratch-low.yaml lr0: the rate for training from random
+PHASED_STRATEGIES = ("staged", "gradual", "lp-ft")  # built-ins with several phases and their own LRs
+
+# --- sources (cited by the rules) ---------------------------------------------------------------------------
+
+FREEZE_TUTORIAL = (
+    "YOLOv5 'Transfer Learning with Frozen Layers' (ultralytics/yolov5 #1314): COCO->VOC, full 0.682 vs "
+    "--freeze 10 0.676 mAP50-95 with ~23% less time"
+)
+ULTRALYTICS_GUIDE = (
+    "Ultralytics fine-tuning guide (docs/en/guides/finetuning-guide.md): small+similar -> freeze=10, "
+    "very small -> head only, large or far from COCO -> freeze=None; patience 10-20"
+)
+MAINTAINER_ADVICE = (
+    "YOLOv5 maintainer (PR #707, #49): 'you always obtain better mAP by training all layers'; "
+    "freezing is for fast or hardware-constrained training"
+)
+DATA_SIZE_TIPS = (
+    "YOLOv5 'Tips for best training results': >= 1500 images and >= 10k instances per class, "
+    "0-10% background images"
+)
+SURGICAL = (
+    "Surgical fine-tuning (Lee et al., ICLR 2023): input-level shift is best fixed by tuning the first blocks"
+)
+LP_FT = (
+    "LP-FT (Kumar et al., ICLR 2022): with a new head, fit the head first, then fine-tune all "
+    "(+1% ID, +10% OOD over full FT)"
+)
+ULMFIT = "ULMFiT (Howard & Ruder, ACL 2018): gradual unfreezing + discriminative LR for small data"
+RETHINKING_PRETRAINING = (
+    "He et al., ICCV 2019 (Rethinking ImageNet pre-training): with enough data, long full training closes "
+    "the gap"
+)
+FINETUNE_LR = "YOLOv5 evolved fine-tune hyps: hyp.finetune.yaml lr0 0.0032, hyp.VOC.yaml lr0 0.00334"
+DISSIMILAR_LR = (
+    "Li et al., ICLR 2020 (Rethinking the hyperparameters for fine-tuning): dissimilar targets want a larger "
+    "effective LR"
+)
+SCRATCH_HYP = "YOLOv5 hyp.scratch-low.yaml: lr0 0.01"
+BIT = "BiT-HyperRule (Kolesnikov et al., ECCV 2020): < 20k examples -> 500 steps, <= 500k -> 10k, else 20k"
+BIT_MIXUP = "BiT-HyperRule: MixUp only above 20k examples; YOLOv5 hyps: low for n/s, med for m, high for l/x"
+CLOSE_MOSAIC = "Ultralytics close_mosaic=10: mosaic is turned off for the last 10 epochs of every run"
+BATCH_CAP = "ultralytics check_train_batch_size caps the batch at the dataset size; yolov5 default batch 16"
+USER_BUDGET = "the user's --budget"
+MEASURED_TIME = "measured seconds per epoch on this device (advise: compute)"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The measurements the rules read (all from ``measure.py``; see ``advise()``)."""
+
+    images: int  # training images
+    val_images: int
+    nc: int
+    min_class_instances: int
+    smallest_class: str
+    max_class_instances: int
+    background_fraction: float
+    label_overlap: float  # fraction of target classes named in the checkpoint (exact or synonym)
+    shift_early: float
+    shift_middle: float
+    shift_late: float
+    shift_overall: float
+    objectness: float  # mean top-k objectness of the pretrained detector on target images
+    anchor_fit: float = 1.0  # share of labels the checkpoint's anchors fit (yolov5 best possible recall)
+    model_size: str = "n"  # n|s|m|l|x (from the checkpoint)
+    budget_epochs: int | None = None  # --budget epochs=N
+    epochs_fit: dict[str, int] | None = None  # --budget time=MIN: epochs of each strategy that fit
+    target_map: float | None = None  # --target-map
+
+
+FIELDS = ("strategy", "freeze", "batch", "lr0", "epochs", "hyp", "patience")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row: when ``predicate(profile, decided)`` holds, unset fields in ``effect`` take their values."""
+
+    condition: str  # the predicate in words
+    predicate: Callable[[Profile, dict[str, Any]], bool]
+    effect: dict[str, Any | Callable[[Profile, dict[str, Any]], Any]]
+    reason: str  # format string over the profile's fields and the decided fields
+    source: str
+
+
+@dataclass
+class Choice:
+    value: Any
+    rule: str  # the rule's condition
+    reason: str
+    source: str
+
+
+@dataclass
+class Recommendation:
+    strategy: Choice
+    freeze: Choice
+    batch: Choice
+    lr0: Choice
+    epochs: Choice
+    hyp: Choice
+    patience: Choice
+    notes: list[str] = field(default_factory=list)
+
+    def values(self) -> dict[str, Any]:
+        return {name: getattr(self, name).value for name in FIELDS}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.values(), "reasons": {name: asdict(getattr(self, name)) for name in FIELDS}}
+
+    def train_args(self, data: str, weights: str, *, imgsz: int, device: str) -> list[str]:
+        """The ``yolo-transfer`` arguments that run this recommendation."""
+        args = ["train", "--data", str(data), "--weights", str(weights), "--strategy", self.strategy.value]
+        if self.freeze.value is not None:
+            args += ["--freeze", self.freeze.value]
+        args += ["--epochs", str(self.epochs.value), "--batch", str(self.batch.value), "--imgsz", str(imgsz)]
+        args += ["--hyp", self.hyp.value]
+        if self.lr0.value is not None:
+            args += ["--lr0", f"{self.lr0.value:g}"]
+        return args + ["--patience", str(self.patience.value), "--device", device]
+
+    def command(self, data: str, weights: str, *, imgsz: int, device: str) -> str:
+        return shlex.join(["yolo-transfer", *self.train_args(data, weights, imgsz=imgsz, device=device)])
+
+
+# --- derived quantities the table uses -------------------------------------------------------------------
+
+
+def _large_data(p: Profile) -> bool:
+    return p.images >= LARGE_DATA_IMAGES and p.min_class_instances >= LARGE_DATA_INSTANCES
+
+
+def _compute_bound(p: Profile) -> bool:
+    """A time budget fits too few epochs of full fine-tuning, and freezing buys noticeably more."""
+    if not p.epochs_fit:
+        return False
+    full, frozen = p.epochs_fit.get("full", 0), p.epochs_fit.get("freeze", 0)
+    return full < MIN_USEFUL_EPOCHS and frozen >= FREEZE_SPEEDUP * max(full, 1)
+
+
+def _early_shift(p: Profile) -> bool:
+    return p.shift_early >= HIGH_SHIFT and p.shift_early >= EARLY_DOMINANCE * p.shift_late
+
+
+def _batch_for(p: Profile, d: dict[str, Any]) -> int:
+    """The default batch, halved until an epoch has at least MIN_STEPS_PER_EPOCH steps (at least 2)."""
+    batch = DEFAULT_BATCH
+    while batch > 2 and p.images < batch * MIN_STEPS_PER_EPOCH:
+        batch //= 2
+    return batch
+
+
+def _bit_steps(p: Profile) -> int:
+    if p.images < 20_000:
+        return 500
+    return 10_000 if p.images <= 500_000 else 20_000
+
+
+def _bit_epochs(p: Profile, d: dict[str, Any]) -> int:
+    epochs = math.ceil(_bit_steps(p) * d["batch"] / max(p.images, 1))
+    return min(max(epochs, MIN_EPOCHS), MAX_EPOCHS)
+
+
+def _time_capped(p: Profile, d: dict[str, Any]) -> bool:
+    return bool(p.epochs_fit) and p.epochs_fit.get(d["strategy"], 0) < _bit_epochs(p, d)
+
+
+def _fitting_epochs(p: Profile, d: dict[str, Any]) -> int:
+    return max(1, p.epochs_fit.get(d["strategy"], 1))
+
+
+# --- the table --------------------------------------------------------------------------------------------
+
+RULES: list[Rule] = [
+    # strategy: the first matching row wins
+    Rule(
+        "time budget fits < 10 epochs of full FT and freezing fits >= 1.25x more",
+        lambda p, d: _compute_bound(p),
+        {"strategy": "freeze"},
+        "the budget fits {epochs_fit[full]} epochs of full vs {epochs_fit[freeze]} with a frozen backbone",
+        f"{MAINTAINER_ADVICE}; {FREEZE_TUTORIAL}",
+    ),
+    Rule(
+        "large data and high shift",
+        lambda p, d: _large_data(p) and p.shift_overall >= HIGH_SHIFT,
+        {"strategy": "full"},
+        "{images} images (smallest class {min_class_instances}) and shift {shift_overall:.2f} >= "
+        f"{HIGH_SHIFT}: enough data to re-learn every layer for a distant domain",
+        f"{ULTRALYTICS_GUIDE}; {DATA_SIZE_TIPS}; {RETHINKING_PRETRAINING}",
+    ),
+    Rule(
+        "shift concentrated in the early layers (input-level shift)",
+        lambda p, d: _early_shift(p),
+        {"strategy": "surgical-early"},
+        "early shift {shift_early:.2f} vs late {shift_late:.2f}: the change is in the input statistics "
+        "(style, sensor), not in what the objects are",
+        SURGICAL,
+    ),
+    Rule(
+        "a target mAP is stated and the data is not tiny",
+        lambda p, d: p.target_map is not None and p.images >= TINY_DATA_IMAGES,
+        {"strategy": "full"},
+        "target mAP50-95 {target_map}: accuracy first, and {images} images are enough to train all layers",
+        f"{MAINTAINER_ADVICE}; {FREEZE_TUTORIAL}",
+    ),
+    Rule(
+        "tiny data and low shift",
+        lambda p, d: p.images < TINY_DATA_IMAGES and p.shift_overall < LOW_SHIFT,
+        {"strategy": "freeze"},
+        f"{{images}} images < {TINY_DATA_IMAGES} and shift {{shift_overall:.2f}} < {LOW_SHIFT}: the "
+        "pretrained features fit; training them on so little data would only overfit",
+        ULTRALYTICS_GUIDE,
+    ),
+    Rule(
+        "new classes, not large data, shift above low",
+        lambda p, d: p.label_overlap < KNOWN_CLASSES and not _large_data(p) and p.shift_overall >= LOW_SHIFT,
+        {"strategy": "lp-ft"},
+        "label overlap {label_overlap:.0%}: the head starts from random; fitting it first keeps its "
+        "gradients from distorting the pretrained features (shift {shift_overall:.2f})",
+        LP_FT,
+    ),
+    Rule(
+        "small data and high shift",
+        lambda p, d: not _large_data(p) and p.shift_overall >= HIGH_SHIFT,
+        {"strategy": "gradual"},
+        "{images} images with shift {shift_overall:.2f}: every layer must adapt, but slowly, top first",
+        ULMFIT,
+    ),
+    Rule(
+        "otherwise",
+        lambda p, d: True,
+        {"strategy": "full"},
+        "no measurement argues against training all layers (shift {shift_overall:.2f}, {images} images)",
+        f"{MAINTAINER_ADVICE}; {FREEZE_TUTORIAL}",
+    ),
+    # freeze depth (the train --freeze value; strategies other than 'freeze' carry their own phases)
+    Rule(
+        "freeze strategy, tiny data whose classes the checkpoint already knows",
+        lambda p, d: d["strategy"] == "freeze" and p.images < TINY_DATA_IMAGES and p.label_overlap >= 1.0,
+        {"freeze": "24"},
+        "{images} images and every class known to the checkpoint: train only the Detect output convs",
+        ULTRALYTICS_GUIDE,
+    ),
+    Rule(
+        "freeze strategy",
+        lambda p, d: d["strategy"] == "freeze",
+        {"freeze": "10"},
+        "freeze the backbone (modules 0-9); neck and head train",
+        FREEZE_TUTORIAL,
+    ),
+    Rule(
+        "any other strategy",
+        lambda p, d: True,
+        {"freeze": None},
+        "'{strategy}' defines which modules train in each of its phases",
+        "yolo-transfer built-in strategies (yolo-transfer strategies)",
+    ),
+    # batch size
+    Rule(
+        "fewer than 4 steps per epoch at batch 16",
+        lambda p, d: p.images < DEFAULT_BATCH * MIN_STEPS_PER_EPOCH,
+        {"batch": _batch_for},
+        f"{{images}} images: batch {{batch}} keeps at least {MIN_STEPS_PER_EPOCH} optimizer steps per epoch",
+        BATCH_CAP,
+    ),
+    Rule("otherwise", lambda p, d: True, {"batch": DEFAULT_BATCH}, "the default batch size", BATCH_CAP),
+    # learning rate (None: the strategy's own per-phase LRs, no --lr0 override)
+    Rule(
+        "a phased strategy with its own per-phase LRs",
+        lambda p, d: d["strategy"] in PHASED_STRATEGIES,
+        {"lr0": None},
+        "'{strategy}' re-warms a lower LR when it unfreezes; an --lr0 would flatten its phases",
+        "yolo-transfer built-in strategies (yolo-transfer strategies)",
+    ),
+    Rule(
+        "high shift",
+        lambda p, d: p.shift_overall >= HIGH_SHIFT,
+        {"lr0": SCRATCH_LR0},
+        f"shift {{shift_overall:.2f}} >= {HIGH_SHIFT}: the features must move further",
+        f"{DISSIMILAR_LR}; {SCRATCH_HYP}",
+    ),
+    Rule(
+        "otherwise (fine-tuning pretrained layers)",
+        lambda p, d: True,
+        {"lr0": FINE_TUNE_LR0},
+        "fine-tuning pretrained layers wants ~3x less than from scratch",
+        FINETUNE_LR,
+    ),
+    # epochs
+    Rule(
+        "--budget epochs=N",
+        lambda p, d: p.budget_epochs is not None,
+        {"epochs": lambda p, d: p.budget_epochs},
+        "the budget is {budget_epochs} epochs",
+        USER_BUDGET,
+    ),
+    Rule(
+        "--budget time=MIN fits fewer epochs than the schedule wants",
+        _time_capped,
+        {"epochs": _fitting_epochs},
+        "the time budget fits {epochs} epochs of '{strategy}' on this device",
+        MEASURED_TIME,
+    ),
+    Rule(
+        "schedule length from the data size",
+        lambda p, d: True,
+        {"epochs": _bit_epochs},
+        "{images} images at batch {batch} -> {epochs} epochs (steps by data size, clamped to 10-300)",
+        BIT,
+    ),
+    # augmentation preset
+    Rule(
+        f"a budget of fewer than {CLOSE_MOSAIC_EPOCHS} epochs",
+        lambda p, d: d["epochs"] < CLOSE_MOSAIC_EPOCHS,
+        {"hyp": "none"},
+        "{epochs} epochs: too short for mosaic-style augmentation to pay off",
+        CLOSE_MOSAIC,
+    ),
+    Rule(
+        ">= 20k images and a large model",
+        lambda p, d: p.images >= 20_000 and p.model_size in ("l", "x"),
+        {"hyp": "high"},
+        "{images} images and yolov5{model_size}: strong augmentation (mixup, copy-paste)",
+        BIT_MIXUP,
+    ),
+    Rule(
+        ">= 20k images",
+        lambda p, d: p.images >= 20_000,
+        {"hyp": "med"},
+        "{images} images: enough data for mixup",
+        BIT_MIXUP,
+    ),
+    Rule("otherwise", lambda p, d: True, {"hyp": "low"}, "yolov5{model_size} on {images} images", BIT_MIXUP),
+    # early-stopping patience
+    Rule(
+        "small validation set",
+        lambda p, d: p.val_images < SMALL_VAL_IMAGES,
+        {"patience": 20},
+        f"{{val_images}} validation images < {SMALL_VAL_IMAGES}: the fitness is noisy, wait longer",
+        ULTRALYTICS_GUIDE,
+    ),
+    Rule("otherwise", lambda p, d: True, {"patience": 10}, "fine-tuning converges fast", ULTRALYTICS_GUIDE),
+]
+
+
+def recommend(profile: Profile, rules: list[Rule] = RULES) -> Recommendation:
+    """Walk the table once; each field takes the effect of the first row that matches and sets it."""
+    decided: dict[str, Any] = {}
+    choices: dict[str, Choice] = {}
+    for rule in rules:
+        pending = [name for name in rule.effect if name not in decided]
+        if not pending or not rule.predicate(profile, decided):
+            continue
+        for name in pending:
+            value = rule.effect[name]
+            decided[name] = value(profile, decided) if callable(value) else value
+        reason = rule.reason.format(**asdict(profile), **decided)
+        for name in pending:
+            choices[name] = Choice(decided[name], rule.condition, reason, rule.source)
+    missing = [name for name in FIELDS if name not in choices]
+    if missing:
+        raise ValueError(f"the rule table decides no value for {missing}")
+    return Recommendation(**choices)
+
+
+@dataclass(frozen=True)
+class Note:
+    """An observation worth telling the user that changes no recommended value."""
+
+    condition: str
+    predicate: Callable[[Profile], bool]
+    message: str  # format string over the profile's fields
+    source: str
+
+    def render(self, profile: Profile) -> str:
+        return f"{self.message.format(**asdict(profile))} ({self.source})"
+
+
+NOTES: list[Note] = [
+    Note(
+        "more than 10% background images",
+        lambda p: p.background_fraction > MAX_BACKGROUND,
+        "{background_fraction:.0%} of the training images have no labels; 0-10% is the usual advice",
+        DATA_SIZE_TIPS,
+    ),
+    Note(
+        "the checkpoint's anchors fit fewer than 98% of the labels",
+        lambda p: p.anchor_fit < AUTOANCHOR_BPR,
+        "the pretrained anchors fit {anchor_fit:.1%} of the boxes: AutoAnchor will re-fit them",
+        "YOLOv5 AutoAnchor (utils/autoanchor.py): anchors are kept when the best possible recall > 0.98",
+    ),
+    Note(
+        "a class with fewer than 10% of the instances of the largest",
+        lambda p: p.min_class_instances < MIN_CLASS_SHARE * p.max_class_instances,
+        "class '{smallest_class}' has only {min_class_instances} instances (largest: {max_class_instances}): "
+        "collect more, or expect it to lag",
+        DATA_SIZE_TIPS,
+    ),
+]

@@ -1,0 +1,155 @@
+"""``yolo-transfer compare``: strategies side by side at a matched budget, and a report that explains them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from yolo_transfer.compare.budget import Budget, parse_budget
+from yolo_transfer.compare.report import write_report
+from yolo_transfer.compare.results import read_run
+from yolo_transfer.compare.runner import RunSpec, run_all
+from yolo_transfer.errors import ConfigError
+
+__all__ = ["compare", "compare_command", "parse_budget", "parse_seeds"]
+
+# Settings that change what a run computes: a folder holding runs made with others cannot be reused.
+FINGERPRINT_KEYS = (
+    "data", "weights", "budget", "imgsz", "batch", "hyp", "optimizer", "lr0", "cos_lr", "patience",
+    "val_fraction",
+)  # fmt: skip
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: expected comma-separated integers such as 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {text!r}: expected distinct comma-separated integers such as 0,1,2")
+    return seeds
+
+
+def strategy_labels(strategies: list[str]) -> dict[str, str]:
+    """{label in folders and reports: name or path for load_strategy}; a YAML file is labelled by its stem."""
+    from yolo_transfer.strategies import list_strategies
+
+    builtin = set(list_strategies())
+    labels: dict[str, str] = {}
+    for entry in strategies:
+        label = entry if entry in builtin else Path(entry).stem
+        if label in labels and labels[label] != entry:
+            raise ConfigError(f"--strategies: '{labels[label]}' and '{entry}' would share the name '{label}'")
+        labels[label] = entry
+    return labels
+
+
+def resolve_auto(
+    strategies: list[str], data: str, weights: str, budget: Budget, imgsz: int, device: str
+) -> list[str]:
+    """Replace ``auto`` by the strategy ``advise`` recommends for this data, weights and budget."""
+    if "auto" not in strategies:
+        return strategies
+    from yolo_transfer.advise import recommend_strategy
+
+    advised = recommend_strategy(
+        data, weights, budget=f"{budget.kind}={budget.value:g}", imgsz=imgsz, device=device
+    )
+    Console().print(f"auto -> {advised} (yolo-transfer advise)")
+    resolved = [advised if entry == "auto" else entry for entry in strategies]
+    return list(dict.fromkeys(resolved))
+
+
+def check_out_dir(out: Path, setting: dict) -> None:
+    """Refuse an output folder whose earlier runs were made with other settings (they would be skipped)."""
+    path = out / "compare.json"
+    fingerprint = {key: setting[key] for key in FINGERPRINT_KEYS}
+    if path.is_file():
+        earlier = json.loads(path.read_text())
+        changed = [key for key in FINGERPRINT_KEYS if earlier.get(key) != fingerprint[key]]
+        if changed:
+            raise ConfigError(
+                f"{path}: this folder holds runs made with another {', '.join(changed)}; use another --out"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(fingerprint, indent=2))
+
+
+def compare(
+    data: str,
+    weights: str,
+    strategies: list[str],
+    budget: Budget,
+    seeds: list[int],
+    out: Path,
+    *,
+    jobs: int = 1,
+    backend: str = "local",
+    train_options: dict,
+    console: Console | None = None,
+) -> dict:
+    """Run ``strategies`` x ``seeds`` from ``weights`` on ``data`` at ``budget``; the report goes to ``out``.
+
+    ``train_options`` are the TrainConfig fields every run shares (imgsz, batch, hyp, optimizer, lr0, cos_lr,
+    patience, device, workers, cache, val_fraction). Returns the results.json document.
+    """
+    from yolo_transfer.data import load_dataset
+
+    console = console or Console()
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    if not Path(weights).is_file():
+        raise ConfigError(f"{weights}: weights file not found")
+    dataset = load_dataset(data, val_fraction=train_options["val_fraction"], seed=seeds[0])
+    strategies = resolve_auto(
+        strategies, data, weights, budget, train_options["imgsz"], train_options["device"]
+    )
+    labels = strategy_labels(strategies)
+    out = Path(out)
+    setting = {
+        "data": str(Path(data).resolve()),
+        "weights": str(Path(weights).resolve()),
+        "strategies": labels,
+        "budget": {"kind": budget.kind, "value": budget.value, "description": budget.describe()},
+        "seeds": seeds,
+        **train_options,
+    }
+    check_out_dir(out, setting)
+    specs = [
+        RunSpec(entry, label, seed, out / "runs" / f"{label}-s{seed}", setting["data"], setting["weights"],
+                budget, len(dataset.train), dict(train_options))
+        for label, entry in labels.items()
+        for seed in seeds
+    ]  # fmt: skip
+    console.print(
+        f"comparing {', '.join(labels)} x seeds {', '.join(map(str, seeds))} at {budget.describe()} each "
+        f"({len(dataset.train)} train / {len(dataset.val)} val images) -> {out}"
+    )
+    outcomes = run_all(specs, jobs=jobs, backend=backend, console=console)
+    runs = [read_run(o.label, o.seed, o.run_dir, out, o.status, o.error) for o in outcomes]
+    results = write_report(out, setting, runs, list(labels), console)
+    console.print(f"report: [bold]{out / 'report.html'}[/] (also report.md, results.json)")
+    return results
+
+
+def train_options_from_args(args) -> dict:
+    return {
+        key: getattr(args, key)
+        for key in ("imgsz", "batch", "hyp", "optimizer", "lr0", "cos_lr", "patience", "device", "workers",
+                    "cache", "val_fraction")
+    }  # fmt: skip
+
+
+def compare_command(args) -> int:
+    """``yolo-transfer compare``; exit code 1 when a run failed (the report still covers the others)."""
+    strategies = [entry.strip() for entry in args.strategies.split(",") if entry.strip()]
+    if not strategies:
+        raise ConfigError("--strategies: give at least one strategy, e.g. full,freeze,staged")
+    results = compare(
+        args.data, args.weights, strategies, parse_budget(args.budget), parse_seeds(args.seeds),
+        Path(args.out),
+        jobs=args.jobs, backend=args.backend, train_options=train_options_from_args(args),
+    )  # fmt: skip
+    return 0 if all(run["status"] == "done" for run in results["runs"]) else 1

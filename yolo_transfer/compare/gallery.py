@@ -1,0 +1,158 @@
+"""A grid of predictions: the same validation images, one row per strategy (its best weights), GT on top.
+
+The first row shows the ground-truth boxes; every other row shows one strategy's detections in its colour,
+with the ground truth as thin grey outlines underneath so misses and false positives stand out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+TILE = 256
+LABEL_WIDTH = 150
+HEADER_HEIGHT = 26
+GT_COLOR = (74, 163, 22)  # BGR of #16a34a
+GT_OUTLINE = (190, 190, 190)
+TEXT_COLOR = (40, 40, 40)
+
+
+def pick_samples(samples: list, count: int = 4) -> list:
+    """Up to ``count`` labelled samples spread evenly over the (path-sorted) validation set."""
+    labelled = sorted((s for s in samples if len(s.labels)), key=lambda s: str(s.image)) or list(samples)
+    if len(labelled) <= count:
+        return labelled
+    step = len(labelled) / count
+    return [labelled[int(i * step)] for i in range(count)]
+
+
+def hex_to_bgr(color: str) -> tuple[int, int, int]:
+    red, green, blue = (int(color[i : i + 2], 16) for i in (1, 3, 5))
+    return blue, green, red
+
+
+@torch.no_grad()
+def detect(model, image_bgr: np.ndarray, imgsz: int, device: str, conf: float, iou: float) -> np.ndarray:
+    """Detections ``(n, 6)`` [x1, y1, x2, y2, conf, cls] in the pixels of ``image_bgr``."""
+    from yolo_transfer.data import letterbox
+    from yolo_transfer.engine.postprocess import non_max_suppression, scale_boxes
+
+    padded, _, _ = letterbox(image_bgr, (imgsz, imgsz), auto=False)
+    tensor = torch.from_numpy(np.ascontiguousarray(padded[:, :, ::-1].transpose(2, 0, 1))).to(device)
+    prediction = model(tensor[None].float() / 255.0)[0]
+    boxes = non_max_suppression(prediction, conf_thres=conf, iou_thres=iou)[0]
+    boxes[:, :4] = scale_boxes(tensor.shape[1:], boxes[:, :4], image_bgr.shape[:2])
+    return boxes.cpu().numpy()
+
+
+def write_prediction_grid(
+    weights_by_strategy: dict[str, Path],
+    samples: list,
+    names: list[str],
+    colors: dict[str, str],
+    path: Path,
+    *,
+    imgsz: int,
+    device: str = "cpu",
+    conf: float = 0.25,
+    iou: float = 0.45,
+) -> Path:
+    """Draw the grid (GT row + one row per strategy) for ``samples`` and write it as a PNG."""
+    from yolo_transfer.models import load_model
+
+    images = [cv2.imread(str(sample.image)) for sample in samples]
+    gt_boxes = [
+        _label_boxes(sample.labels, image.shape) for sample, image in zip(samples, images, strict=True)
+    ]
+    rows = [
+        (
+            "ground truth",
+            [_tile(image, boxes, [], GT_COLOR, names) for image, boxes in zip(images, gt_boxes, strict=True)],
+        )
+    ]
+    for strategy, weights in weights_by_strategy.items():
+        model, _ = load_model(weights)
+        model.to(device).eval()
+        color = hex_to_bgr(colors[strategy])
+        tiles = [
+            _tile(image, detect(model, image, imgsz, device, conf, iou), boxes, color, names)
+            for image, boxes in zip(images, gt_boxes, strict=True)
+        ]
+        rows.append((strategy, tiles))
+    grid = _compose(rows, [Path(sample.image).name for sample in samples])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), grid)
+    return path
+
+
+def _label_boxes(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Normalised ``[cls, xc, yc, w, h]`` labels as pixel ``[x1, y1, x2, y2, 1, cls]`` rows."""
+    height, width = shape[:2]
+    boxes = np.zeros((len(labels), 6), dtype=np.float32)
+    if len(labels):
+        cls, xc, yc, w, h = np.asarray(labels, dtype=np.float32).T
+        boxes[:, 0], boxes[:, 2] = (xc - w / 2) * width, (xc + w / 2) * width
+        boxes[:, 1], boxes[:, 3] = (yc - h / 2) * height, (yc + h / 2) * height
+        boxes[:, 4], boxes[:, 5] = 1.0, cls
+    return boxes
+
+
+def _tile(image: np.ndarray, boxes: np.ndarray, outlines: np.ndarray, color, names: list[str]) -> np.ndarray:
+    """The image fitted into a TILE x TILE square, ``outlines`` in grey, ``boxes`` labelled in ``color``."""
+    scale = TILE / max(image.shape[:2])
+    resized = cv2.resize(
+        image, (round(image.shape[1] * scale), round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA
+    )
+    tile = np.full((TILE, TILE, 3), 245, dtype=np.uint8)
+    top, left = (TILE - resized.shape[0]) // 2, (TILE - resized.shape[1]) // 2
+    tile[top : top + resized.shape[0], left : left + resized.shape[1]] = resized
+    offset = np.array([left, top, left, top], dtype=np.float32)
+    for box in outlines:
+        x1, y1, x2, y2 = (box[:4] * scale + offset).round().astype(int)
+        cv2.rectangle(tile, (x1, y1), (x2, y2), GT_OUTLINE, 1, cv2.LINE_AA)
+    for box in boxes:
+        x1, y1, x2, y2 = (box[:4] * scale + offset).round().astype(int)
+        cv2.rectangle(tile, (x1, y1), (x2, y2), color, 2, cv2.LINE_AA)
+        cls = int(box[5])
+        name = names[cls] if 0 <= cls < len(names) else str(cls)
+        text = name if box[4] >= 1.0 else f"{name} {box[4]:.2f}"
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.38, 1)
+        y_text = max(y1, th + 4)
+        cv2.rectangle(tile, (x1, y_text - th - 4), (x1 + tw + 4, y_text), color, -1)
+        cv2.putText(
+            tile, text, (x1 + 2, y_text - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA
+        )
+    return tile
+
+
+def _compose(rows: list[tuple[str, list[np.ndarray]]], headers: list[str]) -> np.ndarray:
+    """Rows of tiles with a label column on the left and image names on top, 4 px white gutters."""
+    gap = 4
+    columns = max(len(tiles) for _, tiles in rows)
+    width = LABEL_WIDTH + columns * (TILE + gap)
+    height = HEADER_HEIGHT + len(rows) * (TILE + gap)
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    for c, header in enumerate(headers):
+        x = LABEL_WIDTH + c * (TILE + gap)
+        cv2.putText(
+            canvas,
+            header[:34],
+            (x + 2, HEADER_HEIGHT - 9),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.42,
+            TEXT_COLOR,
+            1,
+            cv2.LINE_AA,
+        )
+    for r, (label, tiles) in enumerate(rows):
+        y = HEADER_HEIGHT + r * (TILE + gap)
+        cv2.putText(
+            canvas, label[:16], (8, y + TILE // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.6, TEXT_COLOR, 1, cv2.LINE_AA
+        )
+        for c, tile in enumerate(tiles):
+            x = LABEL_WIDTH + c * (TILE + gap)
+            canvas[y : y + TILE, x : x + TILE] = tile
+    return canvas

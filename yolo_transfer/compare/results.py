@@ -1,0 +1,213 @@
+"""The numbers of a comparison: one entry per run, mean ± std per strategy, the winner of every metric.
+
+Each run is read from its ``summary.json`` (trainer contract in docs/ARCHITECTURE.md). A winner's margin
+*exceeds the seed spread* when the two strategies' mean ± std intervals do not overlap
+(``|mean_a - mean_b| > std_a + std_b``); otherwise it is *within noise*. With one seed per strategy the
+spread is unknown and the verdict says so.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+SINGLE_SEED = "single seed: spread unknown"
+WITHIN_NOISE = "within noise"
+EXCEEDS = "exceeds seed spread"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One column of the comparison: where it sits in a run entry and which direction is better."""
+
+    key: str
+    label: str
+    path: tuple[str, ...]
+    higher_is_better: bool
+    fmt: str = ".3f"
+
+    def value(self, run: dict) -> float | None:
+        node = run
+        for part in self.path:
+            node = node.get(part) if isinstance(node, dict) else None
+        return None if node is None else float(node)
+
+
+METRICS = [
+    Metric("best_map50_95", "best mAP50-95", ("best", "map50_95"), True),
+    Metric("best_map50", "best mAP50", ("best", "map50"), True),
+    Metric("final_map50_95", "final mAP50-95", ("final", "map50_95"), True),
+    Metric("best_coco_map50_95", "best COCO AP", ("best", "coco_map50_95"), True),
+    Metric("best_coco_map50", "best COCO AP50", ("best", "coco_map50"), True),
+    Metric("wall_seconds", "wall s", ("wall_seconds",), False, ".0f"),
+    Metric("train_img_per_s", "train img/s", ("train_img_per_s",), True, ".1f"),
+    Metric("time_to_95pct_best_s", "s to 95% best", ("time_to_95pct_best_s",), False, ".0f"),
+    Metric("peak_rss_mb", "peak RSS MB", ("peak_rss_mb",), False, ".0f"),
+    Metric("gpu_mem_mb", "GPU MB", ("gpu_mem_mb",), False, ".0f"),
+]
+METRIC_BY_KEY = {metric.key: metric for metric in METRICS}
+HEADLINE = "best_map50_95"
+
+
+def read_run(strategy: str, seed: int, run_dir: Path, out_dir: Path, status: str, error: str | None) -> dict:
+    """One run's entry of results.json (metrics are null for a run that has no summary.json)."""
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    entry = {
+        "strategy": strategy,
+        "seed": seed,
+        "status": "done" if summary else status,
+        "error": None if summary else error,
+        "dir": run_dir.relative_to(out_dir).as_posix(),
+        "best": _point(summary.get("best")),
+        "final": _point(summary.get("final")),
+        "epochs": summary.get("epochs"),
+        "wall_seconds": summary.get("wall_seconds"),
+        "train_img_per_s": summary.get("train_img_per_s"),
+        "time_to_95pct_best_s": summary.get("time_to_95pct_best_s"),
+        "peak_rss_mb": summary.get("peak_rss_mb"),
+        "gpu_mem_mb": summary.get("gpu_mem_mb"),
+        "phases": [
+            {key: phase.get(key) for key in ("name", "trainable_params", "epochs_run", "end_reason")}
+            for phase in summary.get("phases", [])
+        ],
+    }
+    if entry["status"] == "done" and entry["best"] is None:
+        entry.update(status="failed", error=f"{summary_path}: no 'best' metrics")
+    return entry
+
+
+def _point(metrics: dict | None) -> dict | None:
+    """Reference-style and COCO-style mAP of one epoch (best or final)."""
+    if not metrics:
+        return None
+    coco = metrics.get("coco") or {}
+    return {
+        "epoch": metrics.get("epoch"),
+        "map50": metrics.get("map50"),
+        "map50_95": metrics.get("map50_95"),
+        "coco_map50": coco.get("AP50"),
+        "coco_map50_95": coco.get("AP"),
+    }
+
+
+def aggregate(runs: list[dict], strategies: list[str]) -> dict[str, dict]:
+    """Per strategy: counts of done/failed runs and mean, std (None below two seeds) and n of every metric."""
+    table = {}
+    for strategy in strategies:
+        done = [run for run in runs if run["strategy"] == strategy and run["status"] == "done"]
+        row: dict = {
+            "n_done": len(done),
+            "n_failed": sum(run["strategy"] == strategy and run["status"] != "done" for run in runs),
+        }
+        for metric in METRICS:
+            values = [v for v in (metric.value(run) for run in done) if v is not None]
+            row[metric.key] = {
+                "mean": statistics.fmean(values) if values else None,
+                "std": statistics.stdev(values) if len(values) > 1 else None,
+                "n": len(values),
+            }
+        row["phases"] = (
+            [{"name": p["name"], "trainable_params": p["trainable_params"]} for p in done[0]["phases"]]
+            if done
+            else []
+        )
+        table[strategy] = row
+    return table
+
+
+def decide_winners(table: dict[str, dict]) -> list[dict]:
+    """For each metric that separates at least two strategies: winner, runner-up, margin and verdict."""
+    winners = []
+    for metric in METRICS:
+        ranked = [(s, row[metric.key]) for s, row in table.items() if row[metric.key]["mean"] is not None]
+        if len(ranked) < 2 or len({stats["mean"] for _, stats in ranked}) == 1:
+            continue  # nothing to rank, or a tie (e.g. no GPU memory anywhere)
+        ranked.sort(key=lambda item: item[1]["mean"], reverse=metric.higher_is_better)
+        (best, best_stats), (second, second_stats) = ranked[0], ranked[1]
+        margin = abs(best_stats["mean"] - second_stats["mean"])
+        spread = _spread(best_stats, second_stats)
+        winners.append(
+            {
+                "metric": metric.key,
+                "label": metric.label,
+                "winner": best,
+                "runner_up": second,
+                "margin": margin,
+                "spread": spread,
+                "verdict": _verdict(margin, spread),
+            }
+        )
+    return winners
+
+
+def _spread(a: dict, b: dict) -> float | None:
+    return None if a["std"] is None or b["std"] is None else a["std"] + b["std"]
+
+
+def _verdict(margin: float, spread: float | None) -> str:
+    if spread is None:
+        return SINGLE_SEED
+    return EXCEEDS if margin > spread else WITHIN_NOISE
+
+
+def recommend(table: dict[str, dict], winners: list[dict]) -> dict | None:
+    """The strategy to use: the accuracy winner, or the cheapest of those within noise of it (or tied)."""
+    measured = [s for s, row in table.items() if row[HEADLINE]["mean"] is not None]
+    if not measured:
+        return None
+    if len(measured) == 1:
+        return {"strategy": measured[0], "reason": f"{measured[0]} is the only strategy that finished."}
+    headline = next((w for w in winners if w["metric"] == HEADLINE), None)
+    if headline is None:  # every strategy reached the same value
+        cheapest = _cheapest(table, measured)
+        reason = (
+            f"all strategies reach the same best mAP50-95 ({table[cheapest][HEADLINE]['mean']:.3f}); "
+            f"{cheapest} costs the least wall time ({table[cheapest]['wall_seconds']['mean']:.0f} s)."
+        )
+        return {"strategy": cheapest, "reason": reason}
+    top, runner_up = headline["winner"], headline["runner_up"]
+    top_stats = table[top][HEADLINE]
+    mean = top_stats["mean"]
+    if headline["verdict"] == SINGLE_SEED:
+        reason = (
+            f"{top} reached the highest best mAP50-95 ({mean:.3f}; {runner_up} "
+            f"{table[runner_up][HEADLINE]['mean']:.3f}). Single seed: run more seeds (--seeds 0,1,2) to know "
+            "whether the margin is real."
+        )
+        return {"strategy": top, "reason": reason}
+    spread_of = {s: table[s][HEADLINE]["std"] or 0.0 for s in measured}
+    tied = [s for s in measured if mean - table[s][HEADLINE]["mean"] <= spread_of[top] + spread_of[s]]
+    if len(tied) == 1:
+        reason = (
+            f"{top} has the highest best mAP50-95 ({mean:.3f} ± {top_stats['std']:.3f}), "
+            f"{headline['margin']:.3f} ahead of {runner_up}: more than the seed-to-seed spread."
+        )
+        return {"strategy": top, "reason": reason}
+    cheapest = _cheapest(table, tied)
+    reason = (
+        f"{', '.join(tied)} are within noise of each other on best mAP50-95; {cheapest} costs the least "
+        f"wall time ({table[cheapest]['wall_seconds']['mean']:.0f} s)."
+    )
+    return {"strategy": cheapest, "reason": reason}
+
+
+def _cheapest(table: dict[str, dict], strategies: list[str]) -> str:
+    return min(strategies, key=lambda s: table[s]["wall_seconds"]["mean"] or float("inf"))
+
+
+def build_results(setting: dict, runs: list[dict], strategies: list[str]) -> dict:
+    """The whole results.json document."""
+    table = aggregate(runs, strategies)
+    winners = decide_winners(table)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "setting": setting,
+        "runs": runs,
+        "aggregate": table,
+        "winners": winners,
+        "recommendation": recommend(table, winners),
+    }

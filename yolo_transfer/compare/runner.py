@@ -1,0 +1,211 @@
+"""Run strategies x seeds at one budget: in this process, in N spawned processes, or as Ray tasks.
+
+Every run trains from the same weights on the same data with the same budget, options and seed list, into
+``OUT/runs/<strategy>-s<seed>/`` (the trainer's folder layout). A run whose ``summary.json`` exists is
+skipped; one with resume state (``weights/last.state.json``) resumes; one that raises is recorded with its
+error (traceback in ``error.txt``) while the others go on. The epoch count each run's schedule gets is fixed
+the first time it starts (``plan.json``), so a resumed run keeps its schedule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from yolo_transfer.compare.budget import Budget, epochs_for_images, epochs_for_time
+from yolo_transfer.errors import ConfigError, YoloTransferError
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one run needs; picklable so it can travel to a worker process or a Ray task."""
+
+    strategy: str  # built-in name or YAML path, as load_strategy takes it
+    label: str  # the strategy's name in folders and reports
+    seed: int
+    run_dir: Path
+    data: str
+    weights: str
+    budget: Budget
+    n_train: int
+    options: dict = field(default_factory=dict)  # TrainConfig fields shared by all runs (imgsz, batch, ...)
+    threads: int | None = None  # torch threads in a worker (parallel runs split the cores)
+    log_file: bool = False  # send the run's output to run_dir/train.log (parallel runs)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    label: str
+    seed: int
+    run_dir: Path
+    status: str  # done | skipped (finished earlier) | failed
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def plan_epochs(spec: RunSpec) -> dict:
+    """The run's schedule length (for a time budget with the measurements behind it); fixed at first start."""
+    plan_path = spec.run_dir / "plan.json"
+    if plan_path.is_file():
+        return json.loads(plan_path.read_text())
+    if spec.budget.kind == "epochs":
+        plan = {"epochs": int(spec.budget.value)}
+    elif spec.budget.kind == "images":
+        plan = {"epochs": epochs_for_images(spec.budget, spec.n_train)}
+    else:
+        epochs, probe = epochs_for_time(
+            spec.weights,
+            spec.strategy,
+            spec.data,
+            seconds=spec.budget.max_seconds,
+            seed=spec.seed,
+            **{key: spec.options[key] for key in ("imgsz", "batch", "hyp", "device", "val_fraction")},
+        )
+        plan = {"epochs": epochs, "probe": probe}
+    plan_path.write_text(json.dumps(plan, indent=2))
+    return plan
+
+
+def execute_run(spec: RunSpec) -> RunOutcome:
+    """Train one strategy with one seed; never raises (a failure becomes a ``failed`` outcome)."""
+    start = time.perf_counter()
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    error_file = spec.run_dir / "error.txt"
+    error_file.unlink(missing_ok=True)
+    with contextlib.ExitStack() as stack:
+        if spec.log_file:
+            log = stack.enter_context((spec.run_dir / "train.log").open("a"))
+            stack.enter_context(contextlib.redirect_stdout(log))
+            stack.enter_context(contextlib.redirect_stderr(log))
+        try:
+            _train(spec)
+        except Exception as err:  # any failure of one run is recorded; the others go on
+            error_file.write_text(traceback.format_exc())
+            message = str(err) if isinstance(err, YoloTransferError) else f"{type(err).__name__}: {err}"
+            return RunOutcome(
+                spec.label, spec.seed, spec.run_dir, "failed", message, time.perf_counter() - start
+            )
+    return RunOutcome(spec.label, spec.seed, spec.run_dir, "done", None, time.perf_counter() - start)
+
+
+def _train(spec: RunSpec) -> None:
+    import torch
+
+    from yolo_transfer.engine.run_state import state_exists
+    from yolo_transfer.engine.trainer import TrainConfig, train
+    from yolo_transfer.strategies import load_strategy
+
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    plan = plan_epochs(spec)
+    strategy = load_strategy(spec.strategy, epochs=plan["epochs"])
+    config = TrainConfig(
+        data=spec.data,
+        out=spec.run_dir,
+        weights=spec.weights,
+        epochs=plan["epochs"],
+        seed=spec.seed,
+        max_seconds=spec.budget.max_seconds,
+        max_images=spec.budget.max_images,
+        **spec.options,
+    )
+    train(config, strategy, resume=state_exists(spec.run_dir / "weights"))
+
+
+def run_all(specs: list[RunSpec], *, jobs: int, backend: str, console: Console) -> list[RunOutcome]:
+    """Run every spec (skipping finished ones) and return the outcomes in the order of ``specs``."""
+    for spec in specs:
+        if (spec.run_dir / "summary.json").is_file():
+            console.print(f"[dim]{spec.label} seed {spec.seed}: finished earlier, skipped[/]")
+    todo = [spec for spec in specs if not (spec.run_dir / "summary.json").is_file()]
+    skipped = [
+        RunOutcome(spec.label, spec.seed, spec.run_dir, "skipped") for spec in specs if spec not in todo
+    ]
+    if not todo:
+        outcomes = []
+    elif backend == "ray":
+        outcomes = _run_ray(todo, console)
+    else:
+        outcomes = _run_processes(todo, jobs, console)
+    order = {(spec.label, spec.seed): i for i, spec in enumerate(specs)}
+    return sorted(skipped + outcomes, key=lambda outcome: order[(outcome.label, outcome.seed)])
+
+
+def _announce(outcome: RunOutcome, console: Console) -> RunOutcome:
+    if outcome.status == "done":
+        console.print(f"[green]{outcome.label} seed {outcome.seed}: done[/] in {outcome.seconds:.0f} s")
+    elif outcome.status == "failed":
+        console.print(f"[red]{outcome.label} seed {outcome.seed}: failed[/] — {outcome.error}")
+    return outcome
+
+
+def _run_processes(specs: list[RunSpec], jobs: int, console: Console) -> list[RunOutcome]:
+    """Each run in a fresh spawned process (its own peak RSS and GPU memory), ``jobs`` at a time.
+
+    Parallel runs split the CPU cores between them and write their output to ``train.log``.
+    """
+    if jobs > 1:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        specs = [dataclasses.replace(spec, threads=threads, log_file=True) for spec in specs]
+    fresh = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}  # 3.10 reuses worker processes
+    context = multiprocessing.get_context("spawn")
+    outcomes = []
+    with ProcessPoolExecutor(max_workers=min(jobs, len(specs)), mp_context=context, **fresh) as pool:
+        futures = {pool.submit(execute_run, spec): spec for spec in specs}
+        for future in as_completed(futures):
+            spec = futures[future]
+            try:
+                outcome = future.result()
+            except BrokenProcessPool as err:
+                outcome = RunOutcome(
+                    spec.label, spec.seed, spec.run_dir, "failed", f"worker process died: {err}"
+                )
+            outcomes.append(_announce(outcome, console))
+    return outcomes
+
+
+def _run_ray(specs: list[RunSpec], console: Console) -> list[RunOutcome]:
+    """One Ray task per run (1 CPU, and 1 GPU on CUDA); a local Ray instance unless RAY_ADDRESS is set.
+
+    The workers must see the same file system paths (data, weights, output folder) as this process.
+    """
+    try:
+        import ray
+    except ImportError as err:
+        raise ConfigError("--backend ray needs Ray: pip install 'yolo-transfer[ray]'") from err
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(include_dashboard=False, logging_level="ERROR", configure_logging=False)
+    try:
+        outcomes = []
+        refs = {}
+        for spec in specs:
+            gpus = 1 if str(spec.options.get("device", "cpu")).startswith("cuda") else 0
+            # max_calls=1: a fresh worker process per run, so peak RSS and GPU memory are the run's own
+            task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0, max_calls=1)(execute_run)
+            refs[task.remote(dataclasses.replace(spec, log_file=True))] = spec
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            spec = refs[ready[0]]
+            try:
+                outcome = ray.get(ready[0])
+            except ray.exceptions.RayError as err:
+                outcome = RunOutcome(spec.label, spec.seed, spec.run_dir, "failed", f"Ray task failed: {err}")
+            outcomes.append(_announce(outcome, console))
+        return outcomes
+    finally:
+        if started_here:
+            ray.shutdown()

@@ -1,0 +1,1 @@
+"""Training engine: loss, optimisation, evaluation, prediction and the phase-running trainer."""

@@ -1,0 +1,176 @@
+"""Exact-resume state of a training run, stored without pickle.
+
+Tensors (model, EMA, optimizer buffers, pending gradients, torch RNG states) go into
+``weights/last.state.safetensors``; everything else (progress counters, python/numpy RNG, optimizer
+hyperparameters, config, strategy) into ``weights/last.state.json``. Both carry the same random token. They
+are written as temporary files and renamed tensors first, so a run killed between the two renames is
+recovered from the temporary JSON it left behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from yolo_transfer.engine.stopping import Plateau
+from yolo_transfer.errors import ConfigError
+
+STATE_TENSORS = "last.state.safetensors"
+STATE_JSON = "last.state.json"
+
+
+@dataclass
+class RunProgress:
+    """Where a run stands between two epochs: the JSON part of the resume state."""
+
+    epoch: int = 0  # epochs finished in the whole run
+    phase_index: int = 0  # the phase running now (== len(phases) when all are done)
+    phase_epoch: int = 0  # epochs finished in the current phase
+    phase_batch: int | None = None  # the current phase's batch size; None until the phase has started
+    last_opt_step: int = -1  # phase iteration of the last optimizer step
+    accumulate: int = 1  # batches per optimizer step now
+    images_seen: int = 0
+    wall_seconds: float = 0.0
+    train_seconds: float = 0.0
+    best_fitness: float | None = None
+    best: dict | None = None  # summary record of the best epoch
+    final: dict | None = None  # summary record of the latest epoch
+    plateau: Plateau | None = None  # the current phase's plateau rule
+    early_stop: Plateau | None = None  # patience of the last phase
+    end_reason: str | None = None  # why the run ended; None while it goes on
+    phases: list[dict] = field(default_factory=list)  # one summary per started phase
+    rows: list[dict] = field(default_factory=list)  # results.csv rows, plus each epoch's fitness
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunProgress:
+        trackers = {key: Plateau(**data[key]) if data[key] else None for key in ("plateau", "early_stop")}
+        return cls(**{**data, **trackers})
+
+
+def state_exists(weights_dir: Path) -> bool:
+    return (weights_dir / STATE_JSON).exists()
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def write_state(weights_dir: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Write the tensor file and the JSON file of a resume state, each atomically."""
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    tensor_tmp = weights_dir / (STATE_TENSORS + ".tmp")
+    json_tmp = weights_dir / (STATE_JSON + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tensor_tmp, {"token": token})
+    json_tmp.write_text(json.dumps({**meta, "token": token}, indent=1))
+    _fsync(tensor_tmp)
+    _fsync(json_tmp)
+    os.replace(tensor_tmp, weights_dir / STATE_TENSORS)
+    os.replace(json_tmp, weights_dir / STATE_JSON)
+
+
+def read_state(weights_dir: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The (tensors, meta) pair written by :func:`write_state`; a clear error when absent or inconsistent."""
+    tensor_path, json_path = weights_dir / STATE_TENSORS, weights_dir / STATE_JSON
+    if not json_path.exists() or not tensor_path.exists():
+        raise ConfigError(f"{weights_dir}: no resume state ({STATE_JSON} and {STATE_TENSORS}) to resume from")
+    with safe_open(tensor_path, "pt") as handle:
+        token = (handle.metadata() or {}).get("token")
+    for candidate in (json_path, weights_dir / (STATE_JSON + ".tmp")):
+        if candidate.exists():
+            meta = json.loads(candidate.read_text())
+            if meta.get("token") == token:
+                return load_file(tensor_path), meta
+    raise ConfigError(
+        f"{weights_dir}: {STATE_JSON} does not belong to {STATE_TENSORS} (state files mismatched)"
+    )
+
+
+def with_prefix(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}{key}": value for key, value in tensors.items()}
+
+
+def strip_prefix(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split ``optimizer.state_dict()`` into tensors (``"<param index>.<key>"``) and JSON-able rest."""
+    state_dict = optimizer.state_dict()
+    tensors, plain = {}, {}
+    for index, entry in state_dict["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{key}"] = value
+            else:
+                plain.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "state": plain}
+
+
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict
+) -> None:
+    """Inverse of :func:`optimizer_state` for an optimizer built over the same parameters."""
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    for index, entry in meta["state"].items():
+        state.setdefault(int(index), {}).update(entry)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def capture_global_rng() -> tuple[dict[str, torch.Tensor], dict]:
+    """python, numpy and torch (CPU and CUDA) random states."""
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    meta = {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }
+    return tensors, meta
+
+
+def restore_global_rng(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    version, internal, gauss = meta["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(tensors["torch"])
+    cuda_keys = sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k.split(".")[1]))
+    cuda_states = [tensors[k] for k in cuda_keys]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states)
+
+
+def loader_state(loader: torch.utils.data.DataLoader) -> tuple[dict[str, torch.Tensor], dict]:
+    """The shuffle generator of a training loader and its dataset's augmentation RNG (no-worker case)."""
+    tensors = {"generator": loader.generator.get_state()} if loader.generator is not None else {}
+    rng = getattr(loader.dataset, "rng", None)
+    return tensors, {"dataset_rng": rng.bit_generator.state if rng is not None else None}
+
+
+def restore_loader_state(
+    loader: torch.utils.data.DataLoader, tensors: dict[str, torch.Tensor], meta: dict
+) -> None:
+    if "generator" in tensors:
+        loader.generator.set_state(tensors["generator"])
+    if meta.get("dataset_rng") is not None:
+        loader.dataset.rng.bit_generator.state = meta["dataset_rng"]

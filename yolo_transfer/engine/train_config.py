@@ -1,0 +1,86 @@
+"""TrainConfig: the settings of one training run, from the CLI or from a run folder to resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from yolo_transfer.engine.device import select_device
+from yolo_transfer.engine.run_state import STATE_JSON, state_exists
+from yolo_transfer.errors import ConfigError
+from yolo_transfer.strategies import Strategy
+from yolo_transfer.strategies.phase import strategy_from_dict
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs besides the strategy; stored in the resume state and summary.json."""
+
+    data: str
+    out: Path
+    weights: str | None = None
+    cfg: str = "yolov5n"
+    epochs: int = 100
+    imgsz: int = 640
+    batch: int = 16
+    hyp: str | dict = "low"
+    optimizer: str = "SGD"
+    lr0: float | None = None
+    cos_lr: bool = False
+    patience: int = 100
+    device: str = "cpu"
+    seed: int = 0
+    workers: int = 2
+    cache: bool = False
+    val_fraction: float = 0.2
+    close_mosaic: int = 0
+    max_seconds: float | None = None
+    max_images: int | None = None
+    l2sp: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "out": str(self.out)}
+
+
+def check_config(config: TrainConfig, resume: bool) -> None:
+    """One clear ConfigError for settings that cannot work, before anything heavy is loaded."""
+    if config.epochs < 1:
+        raise ConfigError(f"--epochs must be >= 1, got {config.epochs}")
+    if config.imgsz < 32 or config.imgsz % 32:
+        raise ConfigError(
+            f"--imgsz must be a positive multiple of 32 (the largest stride), got {config.imgsz}"
+        )
+    if config.batch < 1:
+        raise ConfigError(f"--batch must be >= 1, got {config.batch}")
+    if config.workers < 0 or config.patience < 0:
+        raise ConfigError("--workers and --patience must be >= 0")
+    if config.lr0 is not None and config.lr0 <= 0:
+        raise ConfigError(f"--lr0 must be > 0, got {config.lr0}")
+    if config.weights is not None and not Path(config.weights).is_file():
+        raise ConfigError(f"{config.weights}: weights file not found")
+    if not resume and state_exists(Path(config.out) / "weights"):
+        raise ConfigError(
+            f"{config.out} already holds a run: continue it with --resume {config.out} or use another --out"
+        )
+    select_device(config.device)
+
+
+def config_from_args(args) -> TrainConfig:
+    """The TrainConfig of ``yolo-transfer train`` arguments (flags are named like the fields)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    return TrainConfig(**{**values, "out": Path(args.out), "cfg": args.cfg or "yolov5n"})
+
+
+def load_run(run_dir: str | Path) -> tuple[TrainConfig, Strategy]:
+    """The config and strategy of the run in ``run_dir``, read from its resume state."""
+    state_file = Path(run_dir) / "weights" / STATE_JSON
+    if not state_file.is_file():
+        raise ConfigError(f"{run_dir}: not a run folder to resume (no weights/{STATE_JSON})")
+    try:
+        meta = json.loads(state_file.read_text())
+        config = TrainConfig(**{**meta["config"], "out": Path(run_dir)})
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{state_file}: unreadable resume state ({err})") from None
+    return config, strategy_from_dict(meta["strategy"], str(state_file))

@@ -1,0 +1,443 @@
+"""The training loop every strategy uses: it runs the strategy's phases in order and knows none by name.
+
+Each phase freezes the modules it does not train, gets a fresh optimizer over the trainable parameters (so
+newly unfrozen ones start with fresh state) and a re-warmed LR schedule of its own length; the EMA, the best
+checkpoint and the clock carry over. Within a phase the loop is the reference's (spec §3.3, §5): nominal batch
+64 by gradient accumulation, warmup, per-epoch LR lambda, EMA, gradient clipping at 10, AMP on CUDA, and the
+EMA validated every epoch. After every epoch the run writes best/last weights, results.csv and an exact
+resume state (run_state.py); ``train --resume RUN_DIR`` continues as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from yolo_transfer.data import LoadedDataset, build_dataloader, load_dataset, load_hyp
+from yolo_transfer.engine import run_log
+from yolo_transfer.engine.autobatch import auto_batch_size
+from yolo_transfer.engine.device import seed_everything, select_device
+from yolo_transfer.engine.ema import ModelEMA
+from yolo_transfer.engine.evaluate import evaluate
+from yolo_transfer.engine.loss import ComputeLoss, scale_loss_gains
+from yolo_transfer.engine.metrics import fitness
+from yolo_transfer.engine.optim import (
+    GROUP_KINDS,
+    accumulate_steps,
+    build_optimizer,
+    lr_lambda,
+    scaled_weight_decay,
+    scheduled_lr,
+    set_schedule,
+    warmup_accumulate,
+    warmup_iterations,
+)
+from yolo_transfer.engine.phases import ActivePhase, module_ranges, phase_hyp, phase_length
+from yolo_transfer.engine.run_state import (
+    RunProgress,
+    capture_global_rng,
+    load_optimizer_state,
+    loader_state,
+    optimizer_state,
+    read_state,
+    restore_global_rng,
+    restore_loader_state,
+    strip_prefix,
+    with_prefix,
+    write_state,
+)
+from yolo_transfer.engine.stopping import Plateau
+from yolo_transfer.engine.train_config import TrainConfig, check_config, config_from_args, load_run
+from yolo_transfer.errors import ConfigError, TrainingError
+from yolo_transfer.models import build_model, load_model, save_model
+from yolo_transfer.strategies import Phase, Strategy, load_strategy
+from yolo_transfer.strategies.phase import strategy_to_dict
+from yolo_transfer.strategies.trainable import (
+    L2SP,
+    freeze_modules,
+    module_lr_scales,
+    no_grad_prefix,
+    recalibrate_bn,
+    resolve_modules,
+    set_bn_mode,
+)
+
+__all__ = ["TrainConfig", "Trainer", "train", "train_command"]
+GRAD_CLIP_NORM = 10.0
+
+
+class Trainer:
+    """Trains ``model`` on ``data`` through ``strategy.phases``; ``fit()`` returns the summary.json dict."""
+
+    def __init__(self, model, data: LoadedDataset, strategy: Strategy, config: TrainConfig, out_dir: Path):
+        self.data, self.strategy, self.config, self.out = data, strategy, config, Path(out_dir)
+        self.weights_dir = self.out / "weights"
+        self.device = select_device(config.device)
+        self.model = model.float().to(self.device)
+        self.hyp = load_hyp(config.hyp, lr0=config.lr0)
+        detect = self.model.detect
+        loss_hyp = scale_loss_gains(self.hyp, detect.nl, detect.nc, config.imgsz)
+        self.compute_loss = ComputeLoss(self.model, loss_hyp)
+        self.ema = ModelEMA(self.model)
+        strength = config.l2sp or strategy.l2sp
+        self.l2sp = L2SP(self.model, strength) if strength > 0 else None
+        self.amp = self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.val_loader = build_dataloader(
+            data.val, config.imgsz, config.batch * 2, augment=False, hyp=self.hyp, rect=True, pad=0.5,
+            workers=config.workers, seed=config.seed, cache_ram=config.cache,
+        )  # fmt: skip
+        self.progress = RunProgress()
+        self.active: ActivePhase | None = None
+        self.console = Console(soft_wrap=True, markup=False, highlight=False)
+        self.clock_start = 0.0
+
+    def fit(self, resume: bool = False) -> dict:
+        saved = self._restore() if resume else None
+        self.console.print(self.data.report.summary_line())
+        self.clock_start = time.monotonic() - self.progress.wall_seconds
+        while self.progress.end_reason is None:
+            if self.active is None or self.active.index != self.progress.phase_index:
+                self.active = self._start_phase(saved)
+                saved = None
+            self._run_epoch(self.active)
+        summary = self._summary()
+        run_log.write_json(self.out / "summary.json", summary)
+        best = summary["best"]
+        self.console.print(
+            f"done ({self.progress.end_reason}): best mAP50-95 {best['map50_95']:.4f} at epoch "
+            f"{best['epoch'] + 1}, weights in {self.weights_dir}"
+        )
+        return summary
+
+    # ---- phases -------------------------------------------------------------------------------------------
+
+    def _start_phase(self, saved: tuple[dict, dict] | None) -> ActivePhase:
+        """Set up the current phase: fresh, or in the middle from the resume state ``saved``."""
+        progress = self.progress
+        fresh = progress.phase_batch is None
+        if saved is not None and fresh:  # the state was saved just before this phase began
+            restore_global_rng(strip_prefix("rng.", saved[0]), saved[1]["rng"])
+        index, config = progress.phase_index, self.config
+        phase = self.strategy.phases[index]
+        trainable = resolve_modules(phase.trainable, self.model)
+        trainable_params = freeze_modules(self.model, trainable)
+        prefix = no_grad_prefix(trainable)
+        batch = progress.phase_batch or self._phase_batch(phase, prefix)
+        loader = build_dataloader(
+            self.data.train, config.imgsz, batch, augment=True, hyp=phase_hyp(self.hyp, phase), shuffle=True,
+            workers=config.workers, seed=config.seed + index, cache_ram=config.cache,
+        )  # fmt: skip
+        lr0 = config.lr0 or phase.lr0 or self.hyp["lr0"]
+        weight_decay = scaled_weight_decay(self.hyp["weight_decay"], batch)
+        scales = module_lr_scales(self.model, phase)
+        momentum = self.hyp["momentum"]
+        optimizer = build_optimizer(self.model, config.optimizer, lr0, momentum, weight_decay, scales)
+        length = phase_length(phase, config.epochs, progress.epoch - progress.phase_epoch)
+        warmup_epochs = self.hyp["warmup_epochs"] if phase.warmup_epochs is None else phase.warmup_epochs
+        active = ActivePhase(
+            index, phase, trainable, prefix, batch, loader, optimizer, lr0, length,
+            lf=lr_lambda(length, self.hyp["lrf"], config.cos_lr),
+            warmup=warmup_iterations(warmup_epochs, len(loader)),
+        )  # fmt: skip
+        if fresh:
+            self._begin_phase(active, trainable_params)
+        elif saved is not None:
+            self._resume_phase(active, saved)
+        return active
+
+    def _begin_phase(self, active: ActivePhase, trainable_params: int) -> None:
+        phase, progress = active.phase, self.progress
+        if phase.bn == "recalibrate":
+            self._recalibrate(active)
+        self.model.zero_grad(set_to_none=True)
+        progress.phase_batch, progress.last_opt_step = active.batch, -1
+        progress.accumulate = accumulate_steps(active.batch)
+        plateau = phase.plateau
+        progress.plateau = Plateau(plateau["patience"], plateau.get("min_delta", 0.0)) if plateau else None
+        if active.index == len(self.strategy.phases) - 1:
+            progress.early_stop = Plateau(self.config.patience)
+        progress.phases.append(
+            {"name": phase.name, "trainable_params": trainable_params, "lr0": active.lr0,
+             "batch": active.batch, "epochs_run": 0, "end_reason": None}
+        )  # fmt: skip
+        frozen = len(self.model.model) - len(active.trainable)
+        self.console.print(
+            f"phase {active.index + 1}/{len(self.strategy.phases)} '{phase.name}': modules "
+            f"{module_ranges(active.trainable)} train ({trainable_params:,} parameters)"
+            + (f", {frozen} frozen with BN {phase.bn}" if frozen else "")
+            + f"; lr0 {active.lr0:g}, batch {active.batch}, up to {active.length} epochs, "
+            f"{active.warmup} warmup iterations"
+        )
+
+    def _resume_phase(self, active: ActivePhase, saved: tuple[dict, dict]) -> None:
+        tensors, meta = saved
+        load_optimizer_state(active.optimizer, strip_prefix("optim.", tensors), meta["optimizer"])
+        params = dict(self.model.named_parameters())
+        for name, grad in strip_prefix("grad.", tensors).items():  # gradients accumulated towards a step
+            params[name].grad = grad.to(self.device)
+        restore_loader_state(active.loader, strip_prefix("loader.", tensors), meta["loader"])
+        restore_global_rng(strip_prefix("rng.", tensors), meta["rng"])
+
+    def _recalibrate(self, active: ActivePhase) -> None:
+        """AdaBN of the frozen modules on un-augmented training images; the EMA takes the new statistics."""
+        frozen = [i for i in range(len(self.model.model)) if i not in set(active.trainable)]
+        plain = build_dataloader(
+            self.data.train, self.config.imgsz, active.batch, augment=False, hyp=self.hyp,
+            workers=self.config.workers,
+        )  # fmt: skip
+        recalibrate_bn(self.model, plain, frozen, self.device)
+        ema_state = self.ema.ema.state_dict()
+        prefixes = tuple(f"model.{i}." for i in frozen)
+        for name, value in self.model.state_dict().items():
+            if name.startswith(prefixes) and "running_" in name:
+                ema_state[name].copy_(value)
+
+    def _phase_batch(self, phase: Phase, prefix: int) -> int:
+        if phase.batch == "auto":
+            return auto_batch_size(self.model, self.config.imgsz, self.device, prefix, len(self.data.train))
+        return phase.batch or self.config.batch
+
+    # ---- one epoch ----------------------------------------------------------------------------------------
+
+    def _run_epoch(self, active: ActivePhase) -> None:
+        """Train, validate the EMA, log, decide how the phase and run go on, save."""
+        train_loss, lrs, images, seconds, budget_stop = self._train_epoch(active)
+        metrics = evaluate(
+            self.ema.ema, self.val_loader, self.data.names, device=self.device, compute_loss=self.compute_loss
+        )
+        progress = self.progress
+        progress.epoch += 1
+        progress.phase_epoch += 1
+        progress.train_seconds += seconds
+        progress.wall_seconds = time.monotonic() - self.clock_start
+        fit = float(fitness(metrics))
+        progress.final = run_log.metrics_record(progress.epoch - 1, metrics)
+        is_best = progress.best_fitness is None or fit >= progress.best_fitness  # ties too, as the reference
+        if is_best:
+            progress.best_fitness, progress.best = fit, progress.final
+        row = self._results_row(active, train_loss, metrics, lrs, images / max(seconds, 1e-9), fit)
+        progress.rows.append(row)
+        self.console.print(run_log.epoch_line(row, self.config.epochs))
+        self._end_of_epoch(active, fit, budget_stop or self._budget_reason())
+        self._save(is_best)
+
+    def _train_epoch(self, active: ActivePhase) -> tuple[torch.Tensor, list[float], int, float, str | None]:
+        """One epoch; returns mean loss items, LR per group kind, images, seconds and a budget stop reason."""
+        model, progress, phase = self.model, self.progress, active.phase
+        model.train()
+        set_bn_mode(model, active.trainable, phase.bn)
+        close_mosaic = self.config.close_mosaic or int(self.hyp.get("close_mosaic", 0))
+        if close_mosaic and progress.epoch >= self.config.epochs - close_mosaic:
+            active.loader.dataset.mosaic = False
+        lf = active.lf(progress.phase_epoch)
+        nb = len(active.loader)
+        mean_loss, images_done, stop, iteration = torch.zeros(3), 0, None, 0
+        start = time.monotonic()
+        with _progress_bar(self.console) as bar:
+            description = f"epoch {progress.epoch + 1}/{self.config.epochs} [{phase.name}]"
+            task = bar.add_task(description, total=nb, loss="")
+            for i, (images, targets, _, _) in enumerate(active.loader):
+                iteration = i + nb * progress.phase_epoch
+                images, targets = self._within_image_budget(images, targets)
+                progress.accumulate = warmup_accumulate(
+                    iteration, active.warmup, active.batch, progress.accumulate
+                )
+                set_schedule(active.optimizer, lf, active.lr0, iteration, active.warmup, self.hyp)
+                items = self._train_step(active, images, targets, iteration)
+                mean_loss = (mean_loss * i + items) / (i + 1)
+                images_done += images.shape[0]
+                progress.images_seen += images.shape[0]
+                box, obj, cls = mean_loss.tolist()
+                bar.update(task, advance=1, loss=f"box {box:.4f}  obj {obj:.4f}  cls {cls:.4f}")
+                if stop := self._budget_reason():
+                    break
+        warmup_bias_lr = self.hyp["warmup_bias_lr"]
+        target = active.lr0 * lf
+        lrs = [scheduled_lr(k, target, iteration, active.warmup, warmup_bias_lr) for k in GROUP_KINDS]
+        return mean_loss, lrs, images_done, time.monotonic() - start, stop
+
+    def _train_step(self, active: ActivePhase, images, targets, iteration: int) -> torch.Tensor:
+        """Forward, loss, backward; an optimizer step (clip, EMA) once ``accumulate`` batches are in."""
+        images = images.to(self.device, non_blocking=True).float() / 255
+        with torch.autocast(self.device.type, enabled=self.amp):
+            preds = self.model(images, no_grad_prefix=active.prefix)
+            loss, items = self.compute_loss(preds, targets.to(self.device))
+            if self.l2sp is not None:  # scaled like the loss, which is a mean times the batch size
+                loss = loss + self.l2sp.penalty(self.model) * images.shape[0]
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"loss became {loss.item()} at epoch {self.progress.epoch + 1}, iteration {iteration} of "
+                f"phase '{active.phase.name}' (lr0 {active.lr0:g}); training stopped and {self.weights_dir} "
+                "keeps the last good checkpoint - lower lr0 or check the labels"
+            )
+        self.scaler.scale(loss).backward()
+        if iteration - self.progress.last_opt_step >= self.progress.accumulate:
+            self.scaler.unscale_(active.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=GRAD_CLIP_NORM)
+            self.scaler.step(active.optimizer)
+            self.scaler.update()
+            active.optimizer.zero_grad()
+            self.ema.update(self.model)
+            self.progress.last_opt_step = iteration
+        return items.detach().cpu()
+
+    def _within_image_budget(self, images: torch.Tensor, targets: torch.Tensor):
+        """Cut the batch so the run trains on exactly ``max_images`` images."""
+        if self.config.max_images is None:
+            return images, targets
+        keep = self.config.max_images - self.progress.images_seen
+        if keep >= images.shape[0]:
+            return images, targets
+        return images[:keep], targets[targets[:, 0] < keep]
+
+    def _budget_reason(self) -> str | None:
+        config = self.config
+        if config.max_seconds is not None and time.monotonic() - self.clock_start >= config.max_seconds:
+            return "max_seconds"
+        if config.max_images is not None and self.progress.images_seen >= config.max_images:
+            return "max_images"
+        return None
+
+    def _end_of_epoch(self, active: ActivePhase, fit: float, budget_stop: str | None) -> None:
+        """Decide whether the phase and the run end; update the phase summary."""
+        progress = self.progress
+        phase_end = None
+        if progress.phase_epoch >= active.length:
+            phase_end = "max_epochs" if progress.plateau is not None else "epochs"
+        elif progress.plateau is not None and progress.plateau.update(progress.phase_epoch - 1, fit):
+            phase_end = "plateau"
+        is_last = active.index == len(self.strategy.phases) - 1
+        if is_last and progress.early_stop.update(progress.phase_epoch - 1, fit) and phase_end is None:
+            phase_end = "early_stop"
+        progress.phases[-1].update(epochs_run=progress.phase_epoch, end_reason=phase_end or budget_stop)
+        if phase_end:
+            name, epochs = active.phase.name, progress.phase_epoch
+            self.console.print(f"phase '{name}' ended after {epochs} epochs ({phase_end})")
+            progress.phase_index += 1
+            progress.phase_epoch, progress.phase_batch, progress.plateau = 0, None, None
+        if budget_stop:
+            progress.end_reason = budget_stop
+        elif phase_end == "early_stop":
+            progress.end_reason = "early_stop"
+        elif progress.phase_index >= len(self.strategy.phases) or progress.epoch >= self.config.epochs:
+            progress.end_reason = "completed"
+
+    def _results_row(self, active, train_loss, metrics, lrs, img_per_s: float, fit: float) -> dict:
+        progress = self.progress
+        val_loss = metrics.get("loss") or [float("nan")] * 3
+        values = [
+            progress.epoch - 1, active.phase.name, *train_loss.tolist(), metrics["precision"],
+            metrics["recall"], metrics["map50"], metrics["map50_95"], *val_loss, *lrs, progress.wall_seconds,
+            img_per_s, run_log.peak_rss_mb(), run_log.gpu_memory_mb(self.device),
+            progress.phases[-1]["trainable_params"],
+        ]  # fmt: skip
+        return {**dict(zip(run_log.RESULTS_COLUMNS, values, strict=True)), "fitness": fit}
+
+    # ---- checkpoints and resume ---------------------------------------------------------------------------
+
+    def _save(self, is_best: bool) -> None:
+        """best/last EMA weights with metadata, results.csv, then the resume state; each atomically."""
+        config = self.config
+        metadata = {
+            "strategy": strategy_to_dict(self.strategy),
+            "phases": self.progress.phases,
+            "epochs": self.progress.epoch,
+            "metrics": self.progress.final,
+            "provenance": {"weights": config.weights, "cfg": config.cfg, "data": str(config.data)},
+        }
+        if is_best:
+            save_model(self.ema.ema, self.weights_dir / "best.safetensors", metadata)
+        save_model(self.ema.ema, self.weights_dir / "last.safetensors", metadata)
+        run_log.write_results_csv(self.out / "results.csv", self.progress.rows)
+        self._write_state()
+
+    def _write_state(self) -> None:
+        rng_tensors, rng_meta = capture_global_rng()
+        tensors = {
+            **with_prefix("model.", self.model.state_dict()),
+            **with_prefix("ema.", self.ema.ema.state_dict()),
+            **with_prefix("rng.", rng_tensors),
+            **{f"grad.{n}": p.grad for n, p in self.model.named_parameters() if p.grad is not None},
+        }
+        meta = {
+            "config": self.config.to_dict(),
+            "strategy": strategy_to_dict(self.strategy),
+            "progress": self.progress.to_dict(),
+            "ema_updates": self.ema.updates,
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_meta,
+        }
+        if self.progress.phase_batch is not None:  # mid-phase: the optimizer and the data order go on
+            optim_tensors, meta["optimizer"] = optimizer_state(self.active.optimizer)
+            loader_tensors, meta["loader"] = loader_state(self.active.loader)
+            tensors |= with_prefix("optim.", optim_tensors) | with_prefix("loader.", loader_tensors)
+        write_state(self.weights_dir, tensors, meta)
+
+    def _restore(self) -> tuple[dict, dict]:
+        tensors, meta = read_state(self.weights_dir)
+        self.model.load_state_dict(strip_prefix("model.", tensors))
+        self.ema.ema.load_state_dict(strip_prefix("ema.", tensors))
+        self.ema.updates = meta["ema_updates"]
+        self.scaler.load_state_dict(meta["scaler"])
+        self.progress = RunProgress.from_dict(meta["progress"])
+        self.console.print(f"resuming {self.out} after epoch {self.progress.epoch}")
+        return tensors, meta
+
+    def _summary(self) -> dict:
+        progress = self.progress
+        return {
+            "best": progress.best,
+            "final": progress.final,
+            "epochs": progress.epoch,
+            "wall_seconds": progress.wall_seconds,
+            "train_img_per_s": progress.images_seen / max(progress.train_seconds, 1e-9),
+            "time_to_95pct_best_s": run_log.time_to_fraction_of_best(progress.rows),
+            "peak_rss_mb": max(row["peak_rss_mb"] for row in progress.rows),
+            "gpu_mem_mb": max(row["gpu_mem_mb"] for row in progress.rows),
+            "phases": progress.phases,
+            "strategy": self.strategy.name,
+            "config": self.config.to_dict(),
+            "end_reason": progress.end_reason,
+        }
+
+
+def _progress_bar(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("{task.fields[loss]}", markup=False), console=console, transient=True,
+    )  # fmt: skip
+
+
+def initial_model(config: TrainConfig, names: list[str]):
+    """The pretrained model adapted to ``names``, or a fresh one from ``config.cfg`` without weights."""
+    if config.weights:
+        model, _ = load_model(config.weights, nc=len(names), names=names)
+        return model
+    return build_model(config.cfg, nc=len(names), names=names)
+
+
+def train(config: TrainConfig, strategy: Strategy, resume: bool = False) -> dict:
+    """Train with ``strategy`` (or continue the run in ``config.out``); returns the summary.json dict."""
+    check_config(config, resume)
+    seed_everything(config.seed)
+    data = load_dataset(config.data, val_fraction=config.val_fraction, seed=config.seed)
+    model = initial_model(config, data.names)
+    return Trainer(model, data, strategy, config, Path(config.out)).fit(resume=resume)
+
+
+def train_command(args) -> int:
+    """``yolo-transfer train``: a new run from the arguments, or ``--resume RUN_DIR``."""
+    if args.resume:
+        config, strategy = load_run(args.resume)
+        train(config, strategy, resume=True)
+        return 0
+    if not args.data:
+        raise ConfigError("train needs --data (a data.yaml, VOC folder or COCO json), or --resume RUN_DIR")
+    strategy = load_strategy(args.strategy, epochs=args.epochs, freeze=args.freeze)
+    train(config_from_args(args), strategy)
+    return 0
