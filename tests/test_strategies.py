@@ -40,6 +40,7 @@ from yolo_transfer.strategies.trainable import (
 )
 
 BUILTINS = ["freeze", "full", "gradual", "lp-ft", "staged", "surgical-early"]
+P5_GROUPS = {"backbone": list(range(10)), "neck": list(range(10, 24)), "head": [24]}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -49,7 +50,6 @@ def one_cpu_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-P5_GROUPS = {"backbone": list(range(10)), "neck": list(range(10, 24)), "head": [24]}
 
 
 def p5(spec: list) -> list[int]:
@@ -192,7 +192,7 @@ def test_freeze_follows_yolov5_semantics() -> None:
     assert p5(selection_from_freeze("backbone,neck")) == [24]
     with pytest.raises(ConfigError, match="--freeze is empty"):
         selection_from_freeze(" ")
-    with pytest.raises(ConfigError, match="'bakbone' is not"):
+    with pytest.raises(ConfigError, match="--freeze: module selection item 'bakbone' is not"):
         selection_from_freeze("bakbone")
 
 

@@ -45,7 +45,8 @@ def advise(
     from yolo_transfer.data import build_dataloader, load_dataset, load_hyp
     from yolo_transfer.models import load_model
 
-    started = time.perf_counter()
+    start = time.perf_counter()
+    seconds = {}
     if max_images < 1:
         raise ConfigError(f"--max-images must be >= 1, got {max_images}")
     if imgsz < 32 or imgsz % 32:
@@ -54,18 +55,21 @@ def advise(
     dataset = load_dataset(data)
     model, metadata = load_model(weights)
     anchors_px = (model.detect.anchors * model.stride.view(-1, 1, 1)).cpu().numpy()
+    seconds["load"] = time.perf_counter() - start
 
     scale = measure.data_scale(dataset, anchors_px, imgsz)
     labels = measure.label_overlap(dataset.names, list(model.names))
     sample = measure.sample_images(dataset, max_images)
     loader = build_dataloader(sample, imgsz, BATCH, augment=False, hyp=load_hyp("none"))
     probe = measure.shift_and_objectness(model, loader, device)
+    seconds["measure"] = time.perf_counter() - start - seconds["load"]
 
     budget_s = parsed.max_seconds if parsed else None
     timings = None
     if compute or budget_s is not None:
         timings = _time_strategies(metadata, dataset, imgsz, device, probe["forward_s_per_image"], budget_s)
-    profile = _profile(scale, labels, probe, timings, metadata, parsed, target_map)
+    seconds["compute"] = time.perf_counter() - start - seconds["load"] - seconds["measure"]
+    profile = _profile(scale, labels, probe, timings, metadata, parsed, target_map, imgsz)
     rec = recommend(profile)
     return {
         "data": str(data),
@@ -79,7 +83,7 @@ def advise(
         "recommendation": rec.to_dict()
         | {"command": rec.command(str(data), str(weights), imgsz=imgsz, device=device)},
         "notes": [note.render(profile) for note in NOTES if note.predicate(profile)],
-        "seconds": time.perf_counter() - started,
+        "seconds": seconds | {"total": time.perf_counter() - start},
     }
 
 
@@ -112,7 +116,7 @@ def _time_strategies(
     }
 
 
-def _profile(scale, labels, probe, timings, metadata, budget, target_map) -> Profile:
+def _profile(scale, labels, probe, timings, metadata, budget, target_map, imgsz) -> Profile:
     """The flat summary of the measurements that the rule table reads."""
     from yolo_transfer.compare.budget import epochs_for_images
 
@@ -141,6 +145,7 @@ def _profile(scale, labels, probe, timings, metadata, budget, target_map) -> Pro
         objectness=probe["objectness"]["mean_top_k"],
         anchor_fit=scale["box_sizes"]["anchor_fit"],
         model_size=_model_size(metadata),
+        imgsz=imgsz,
         budget_epochs=budget_epochs,
         epochs_fit=epochs_fit,
         target_map=target_map,

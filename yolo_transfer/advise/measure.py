@@ -66,6 +66,9 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
 }
 
 
+# --- data scale and label overlap -----------------------------------------------------------------------
+
+
 def normalise_name(name: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[_\-]", " ", name.strip().lower()))
 
@@ -143,6 +146,9 @@ def anchor_fit(samples: list[Sample], anchors_px: np.ndarray, imgsz: int) -> flo
     return float((best > 1 / ANCHOR_T).mean())
 
 
+# --- domain shift (BatchNorm statistics) and objectness --------------------------------------------------
+
+
 def symmetric_kl(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b: Tensor) -> Tensor:
     """KL(a||b) + KL(b||a) between 1-D Gaussians, per channel (the log terms cancel)."""
     diff2 = (mean_a - mean_b) ** 2
@@ -152,8 +158,8 @@ def symmetric_kl(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b: Tensor) -
 class BatchNormInputs:
     """Per-channel mean and variance of every BatchNorm layer's input, accumulated by forward pre-hooks.
 
-    Each batch's statistics (``torch.var_mean``) are merged into running totals with Chan et al.'s parallel
-    formula, in float64, so the result equals the statistics of all the images at once.
+    Each batch's per-channel sums are merged into running totals with Chan et al.'s parallel formula, in
+    float64, so the result equals the statistics of all the images at once.
     """
 
     def __init__(self, model: nn.Module):
@@ -177,9 +183,9 @@ class BatchNormInputs:
     def _hook(self, name: str):
         def record(_layer: nn.Module, inputs: tuple[Tensor, ...]) -> None:
             x = inputs[0].detach()
-            var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
-            count, mean, squares = x.numel() // x.shape[1], mean.double().cpu(), var.double().cpu()
-            squares = squares * count
+            count = x.numel() // x.shape[1]
+            mean = x.sum((0, 2, 3)).double().cpu() / count  # plain sums: ~5x faster than torch.var_mean
+            squares = ((x * x).sum((0, 2, 3)).double().cpu() - count * mean**2).clamp_min(0)
             if name in self.totals:
                 seen, seen_mean, seen_squares = self.totals[name]
                 total = seen + count
@@ -226,14 +232,15 @@ def shift_and_objectness(model: nn.Module, loader, device: str | torch.device) -
     """One eval-mode pass: the BN shift profile and the detector's objectness on the images.
 
     Objectness is the mean over images of the mean of the top-k objectness scores: near 1 where the detector
-    sees object-like things it knows, low where nothing looks like the pretraining's objects.
+    sees object-like things it knows, low where nothing looks like the pretraining's objects. The model is
+    moved to ``device`` in channels-last memory format; ``forward_s_per_image`` includes the hooks.
     """
-    model.eval().to(device)
+    model.eval().to(device, memory_format=torch.channels_last)  # ~25% faster convolutions on a CPU
     inputs = BatchNormInputs(model)
     top_k, images, seconds = [], 0, 0.0
     with inputs.recording():
         for batch in loader:
-            x = batch[0].to(device).float() / 255
+            x = batch[0].to(device, memory_format=torch.channels_last).float() / 255
             start = time.perf_counter()
             decoded = model(x)[0]
             seconds += time.perf_counter() - start
@@ -255,6 +262,9 @@ def sample_images(data: LoadedDataset, max_images: int, seed: int = 0) -> list[S
         return pool
     order = np.random.default_rng(seed).permutation(len(pool))[:max_images]
     return [pool[i] for i in sorted(order.tolist())]
+
+
+# --- compute -------------------------------------------------------------------------------------------
 
 
 def train_step(model: nn.Module, trainable: tuple[int, ...], images: Tensor) -> None:

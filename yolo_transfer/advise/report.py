@@ -16,6 +16,11 @@ def _bar(value: float, full: float) -> str:
     return "#" * filled + "." * (BAR_WIDTH - filled)
 
 
+def _names(names: list[str], most: int = 8) -> str:
+    shown = ", ".join(names[:most]) + (f" ... ({len(names)} in all)" if len(names) > most else "")
+    return shown or "-"
+
+
 def _shift_word(value: float) -> str:
     return "low" if value < LOW_SHIFT else "high" if value >= HIGH_SHIFT else "moderate"
 
@@ -38,11 +43,10 @@ def data_table(result: dict) -> Table:
     )
     table.add_row("anchor fit (best possible recall)", f"{sizes['anchor_fit']:.1%}")
     labels = result["labels"]
-    synonyms = ", ".join(f"{a}={b}" for a, b in labels["synonym"].items())
     table.add_row("classes the checkpoint knows", f"{labels['fraction']:.0%}")
-    table.add_row(
-        "  exact / synonym / new", f"{labels['exact'] or '-'} / {synonyms or '-'} / {labels['new'] or '-'}"
-    )
+    table.add_row("  same name", _names(labels["exact"]))
+    table.add_row("  synonym", _names([f"{a} = {b}" for a, b in labels["synonym"].items()]))
+    table.add_row("  new", _names(labels["new"]))
     return table
 
 
@@ -97,7 +101,7 @@ def recommendation_table(result: dict) -> Table:
     for name in FIELDS:
         choice = rec["reasons"][name]
         value = "-" if choice["value"] is None else str(choice["value"])
-        table.add_row(name, value, f"{choice['reason']}  [dim]({choice['rule']})[/]", choice["source"])
+        table.add_row(name, value, f"{choice['reason']}\n[dim]rule: {choice['rule']}[/]", choice["source"])
     return table
 
 
@@ -107,7 +111,7 @@ def print_report(result: dict, console: Console | None = None) -> None:
     console.print(
         f"[bold]advise[/]: {result['data']} from {result['weights']} "
         f"(imgsz {settings['imgsz']}, {result['objectness']['images']} images measured, "
-        f"{result['seconds']:.0f} s)"
+        f"{result['seconds']['total']:.0f} s)"
     )
     tables = [data_table(result), shift_table(result), compute_table(result), recommendation_table(result)]
     for table in tables:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import shlex
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 # --- thresholds (named, so the table below reads as prose) ------------------------------------------------
@@ -21,9 +21,14 @@ TINY_DATA_IMAGES = 100  # "very small dataset" (Ultralytics fine-tuning guide) -
 LARGE_DATA_IMAGES = 1500  # YOLOv5 "Tips for best training results": >= 1500 images per class
 LARGE_DATA_INSTANCES = 1500  # ... and plenty of labelled instances in the smallest class
 KNOWN_CLASSES = 0.5  # at least half the target classes already exist in the checkpoint
-LOW_SHIFT = 0.5  # symmetric-KL BN shift (overall) below which the data looks like the pretraining data
-HIGH_SHIFT = 1.5  # ... above which it is "far from the pretraining"
-EARLY_DOMINANCE = 1.5  # early shift this many times the late shift = input-level (style/sensor) shift
+# BN-statistics shift (measure.py), calibrated with the official COCO yolov5n at imgsz 320 on the shared data:
+# coco8 0.09 (COCO itself), raccoon 0.12 (natural photos), bccd 0.77 (microscopy: early 1.35, late 0.55).
+LOW_SHIFT = 0.2  # overall shift below this: the data looks like the pretraining data
+HIGH_SHIFT = 0.5  # ... at or above this: "far from the pretraining"
+EARLY_DOMINANCE = 2.0  # early shift >= this many times the late shift: input-level (style, sensor) shift
+CALIBRATION_IMGSZ = 320  # the shift thresholds hold at this image size (COCO's own images: 0.26 at 160)
+OBJECT_LIKE = 0.5  # mean top-10 objectness of the pretrained detector: coco8 0.65, raccoon 0.68, bccd 0.35
+MIN_PHASED_EPOCHS = 15  # head-first strategies spend 20-50% of the schedule on part of the model
 MIN_USEFUL_EPOCHS = 10  # fewer epochs of full fine-tuning than this is "compute-bound"
 FREEZE_SPEEDUP = 1.25  # freezing must buy at least this many more epochs to pay off (#1314: ~23% less time)
 DEFAULT_BATCH = 16  # yolov5 train.py / ultralytics default batch size
@@ -32,11 +37,11 @@ MIN_EPOCHS, MAX_EPOCHS = 10, 300  # clamp for the BiT-derived schedule (300 = YO
 CLOSE_MOSAIC_EPOCHS = 10  # ultralytics close_mosaic: mosaic is off for the last 10 epochs anyway
 SMALL_VAL_IMAGES = 50  # below this the validation fitness is noisy: be patient
 FINE_TUNE_LR0 = 0.0033  # hyp.finetune.yaml lr0 0.0032 / hyp.VOC.yaml lr0 0.00334 (evolved from COCO weights)
-MAX_BACKGROUND = 0.10  # YOLOv5 tips: 0-10% background images
-AUTOANCHOR_BPR = 0.98  # AutoAnchor keeps the anchors above this best possible recall
-MIN_CLASS_SHARE = 0.10  # a class with < 10% of the largest class's instances is called out
 SCRATCH_LR0 = 0.01  # hyp.scratch-low.yaml lr0: the rate for training from random
 PHASED_STRATEGIES = ("staged", "gradual", "lp-ft")  # built-ins with several phases and their own LRs
+MAX_BACKGROUND = 0.10  # notes: YOLOv5 tips advise 0-10% background images
+AUTOANCHOR_BPR = 0.98  # notes: AutoAnchor keeps the anchors above this best possible recall
+MIN_CLASS_SHARE = 0.10  # notes: a class with < 10% of the largest class's instances is called out
 
 # --- sources (cited by the rules) ---------------------------------------------------------------------------
 
@@ -62,6 +67,10 @@ SURGICAL = (
 LP_FT = (
     "LP-FT (Kumar et al., ICLR 2022): with a new head, fit the head first, then fine-tune all "
     "(+1% ID, +10% OOD over full FT)"
+)
+ETRAN = (
+    "ETran (Gholami et al., ICCV 2023): the pretrained detector's objectness/energy on target images "
+    "predicts transferability"
 )
 ULMFIT = "ULMFiT (Howard & Ruder, ACL 2018): gradual unfreezing + discriminative LR for small data"
 RETHINKING_PRETRAINING = (
@@ -101,6 +110,7 @@ class Profile:
     objectness: float  # mean top-k objectness of the pretrained detector on target images
     anchor_fit: float = 1.0  # share of labels the checkpoint's anchors fit (yolov5 best possible recall)
     model_size: str = "n"  # n|s|m|l|x (from the checkpoint)
+    imgsz: int = CALIBRATION_IMGSZ  # the image size the shift was measured at
     budget_epochs: int | None = None  # --budget epochs=N
     epochs_fit: dict[str, int] | None = None  # --budget time=MIN: epochs of each strategy that fit
     target_map: float | None = None  # --target-map
@@ -137,7 +147,6 @@ class Recommendation:
     epochs: Choice
     hyp: Choice
     patience: Choice
-    notes: list[str] = field(default_factory=list)
 
     def values(self) -> dict[str, Any]:
         return {name: getattr(self, name).value for name in FIELDS}
@@ -177,6 +186,15 @@ def _compute_bound(p: Profile) -> bool:
 
 def _early_shift(p: Profile) -> bool:
     return p.shift_early >= HIGH_SHIFT and p.shift_early >= EARLY_DOMINANCE * p.shift_late
+
+
+def _planned_epochs(p: Profile, strategy: str) -> int:
+    """The schedule length before the batch is chosen: the budget's, else the data-size schedule."""
+    if p.budget_epochs is not None:
+        return p.budget_epochs
+    if p.epochs_fit:
+        return p.epochs_fit.get(strategy, 0)
+    return _bit_epochs(p, {"batch": _batch_for(p, {})})
 
 
 def _batch_for(p: Profile, d: dict[str, Any]) -> int:
@@ -241,27 +259,46 @@ RULES: list[Rule] = [
         f"{MAINTAINER_ADVICE}; {FREEZE_TUTORIAL}",
     ),
     Rule(
-        "tiny data and low shift",
-        lambda p, d: p.images < TINY_DATA_IMAGES and p.shift_overall < LOW_SHIFT,
+        "tiny data, low shift, and the detector already sees objects",
+        lambda p, d: (
+            p.images < TINY_DATA_IMAGES and p.shift_overall < LOW_SHIFT and p.objectness >= OBJECT_LIKE
+        ),
         {"strategy": "freeze"},
-        f"{{images}} images < {TINY_DATA_IMAGES} and shift {{shift_overall:.2f}} < {LOW_SHIFT}: the "
-        "pretrained features fit; training them on so little data would only overfit",
-        ULTRALYTICS_GUIDE,
+        f"{{images}} images < {TINY_DATA_IMAGES}, shift {{shift_overall:.2f}} < {LOW_SHIFT} and objectness "
+        "{objectness:.2f}: the pretrained features fit; training them on so little data would only overfit",
+        f"{ULTRALYTICS_GUIDE}; {ETRAN}",
     ),
     Rule(
-        "new classes, not large data, shift above low",
-        lambda p, d: p.label_overlap < KNOWN_CLASSES and not _large_data(p) and p.shift_overall >= LOW_SHIFT,
+        f"new classes, not large data, shift above low, >= {MIN_PHASED_EPOCHS} epochs",
+        lambda p, d: (
+            p.label_overlap < KNOWN_CLASSES
+            and not _large_data(p)
+            and p.shift_overall >= LOW_SHIFT
+            and _planned_epochs(p, "lp-ft") >= MIN_PHASED_EPOCHS
+        ),
         {"strategy": "lp-ft"},
         "label overlap {label_overlap:.0%}: the head starts from random; fitting it first keeps its "
         "gradients from distorting the pretrained features (shift {shift_overall:.2f})",
         LP_FT,
     ),
     Rule(
-        "small data and high shift",
-        lambda p, d: not _large_data(p) and p.shift_overall >= HIGH_SHIFT,
+        f"small data and high shift, >= {MIN_PHASED_EPOCHS} epochs",
+        lambda p, d: (
+            not _large_data(p)
+            and p.shift_overall >= HIGH_SHIFT
+            and _planned_epochs(p, "gradual") >= MIN_PHASED_EPOCHS
+        ),
         {"strategy": "gradual"},
         "{images} images with shift {shift_overall:.2f}: every layer must adapt, but slowly, top first",
         ULMFIT,
+    ),
+    Rule(
+        "high shift and a schedule too short for phases",
+        lambda p, d: p.shift_overall >= HIGH_SHIFT,
+        {"strategy": "full"},
+        f"shift {{shift_overall:.2f}} >= {HIGH_SHIFT}: every layer must adapt, and fewer than "
+        f"{MIN_PHASED_EPOCHS} epochs leave no room for head-first phases",
+        f"{ULTRALYTICS_GUIDE}; {DISSIMILAR_LR}",
     ),
     Rule(
         "otherwise",
@@ -414,6 +451,13 @@ class Note:
 
 
 NOTES: list[Note] = [
+    Note(
+        "shift measured at another image size than the thresholds were calibrated at",
+        lambda p: p.imgsz != CALIBRATION_IMGSZ,
+        f"the shift levels are calibrated at imgsz {CALIBRATION_IMGSZ}; at {{imgsz}} the same data reads "
+        "differently (smaller images read as further from the pretraining)",
+        "yolo-transfer advise calibration on coco8 / raccoon / bccd",
+    ),
     Note(
         "more than 10% background images",
         lambda p: p.background_fraction > MAX_BACKGROUND,

@@ -120,8 +120,8 @@ def compare(
     specs = [
         RunSpec(entry, label, seed, out / "runs" / f"{label}-s{seed}", setting["data"], setting["weights"],
                 budget, len(dataset.train), dict(train_options))
+        for seed in seeds  # seed-major: parallel slots and load changes hit every strategy alike
         for label, entry in labels.items()
-        for seed in seeds
     ]  # fmt: skip
     console.print(
         f"comparing {', '.join(labels)} x seeds {', '.join(map(str, seeds))} at {budget.describe()} each "

@@ -57,7 +57,7 @@ def write_prediction_grid(
     *,
     imgsz: int,
     device: str = "cpu",
-    conf: float = 0.25,
+    conf: float = 0.15,
     iou: float = 0.45,
 ) -> Path:
     """Draw the grid (GT row + one row per strategy) for ``samples`` and write it as a PNG."""

@@ -111,8 +111,8 @@ def render_html(
     parts += ["</div>", "<h2>Predictions on the same validation images</h2>"]
     if "predictions" in figures:
         caption = (
-            "Top row: ground truth. Each further row: the strategy's best weights (its best seed); "
-            "grey outlines are the ground truth."
+            "Top row: ground truth. Each further row: a strategy's best weights (its best seed), detections "
+            "with confidence ≥ 0.15; grey outlines are the ground truth."
         )
         parts.append(
             f"<figure class='card'>{_image(out_dir, figures['predictions'], caption)}"

@@ -155,7 +155,7 @@ def _verdict(margin: float, spread: float | None) -> str:
 
 
 def recommend(table: dict[str, dict], winners: list[dict]) -> dict | None:
-    """The strategy to use: the accuracy winner, or the cheapest of those within noise of it (or tied)."""
+    """The strategy to use: best mean mAP50-95 (the cheapest on a tie), with a reason that says how sure."""
     measured = [s for s, row in table.items() if row[HEADLINE]["mean"] is not None]
     if not measured:
         return None
@@ -187,12 +187,15 @@ def recommend(table: dict[str, dict], winners: list[dict]) -> dict | None:
             f"{headline['margin']:.3f} ahead of {runner_up}: more than the seed-to-seed spread."
         )
         return {"strategy": top, "reason": reason}
+    others = [s for s in tied if s != top]
     cheapest = _cheapest(table, tied)
     reason = (
-        f"{', '.join(tied)} are within noise of each other on best mAP50-95; {cheapest} costs the least "
-        f"wall time ({table[cheapest]['wall_seconds']['mean']:.0f} s)."
+        f"{top} has the highest best mAP50-95 ({mean:.3f} ± {top_stats['std']:.3f}), but {', '.join(others)} "
+        f"{'is' if len(others) == 1 else 'are'} within the seed-to-seed spread of it, so these seeds do not "
+        "settle the ranking (run more seeds or a longer budget); the cheapest of them is "
+        f"{cheapest} ({table[cheapest]['wall_seconds']['mean']:.0f} s wall time)."
     )
-    return {"strategy": cheapest, "reason": reason}
+    return {"strategy": top, "reason": reason}
 
 
 def _cheapest(table: dict[str, dict], strategies: list[str]) -> str:

@@ -7,7 +7,6 @@ writes the image index into column 0. Randomness comes from the dataset's numpy 
 
 from __future__ import annotations
 
-import math
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -114,7 +113,8 @@ class YoloDataset(Dataset):
         if ratio == 1:
             return image
         interp = cv2.INTER_LINEAR if (self.augment or ratio > 1) else cv2.INTER_AREA
-        size = (min(math.ceil(w0 * ratio), self.imgsz), min(math.ceil(h0 * ratio), self.imgsz))
+        # truncated like the reference loader: rounding up shifts rect val mAP away from the reference
+        size = (max(int(w0 * ratio), 1), max(int(h0 * ratio), 1))
         return cv2.resize(image, size, interpolation=interp)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from yolo_transfer.errors import ConfigError
-from yolo_transfer.strategies.selection import parse_item
+from yolo_transfer.strategies.selection import SelectionItem, parse_item
 
 BN_MODES = ("frozen", "train", "recalibrate")
 PLATEAU_KEYS = ("patience", "max_epochs", "min_delta")
@@ -52,7 +52,7 @@ class Phase:
         if not isinstance(self.trainable, list) or not self.trainable:
             raise ConfigError(f"{where}: trainable must be a non-empty list of module selections")
         for item in self.trainable:
-            _check(where, parse_item, item)
+            _parse_item(where, item)
         if self.bn not in BN_MODES:
             raise ConfigError(f"{where}: bn must be one of {', '.join(BN_MODES)}, got {self.bn!r}")
         if self.lr0 is not None:
@@ -60,7 +60,7 @@ class Phase:
         if not isinstance(self.lr_mult, dict):
             raise ConfigError(f"{where}: lr_mult must map module selections to multipliers")
         for key, mult in self.lr_mult.items():
-            if _check(where, parse_item, key).negated:
+            if _parse_item(where, key).negated:
                 raise ConfigError(f"{where}: lr_mult key {key!r} cannot be negated")
             _check_number(where, f"lr_mult[{key}]", mult, low=0.0)
         if self.layer_decay is not None:
@@ -121,14 +121,16 @@ class Strategy:
         _check_number(f"strategy '{self.name}'", "l2sp", self.l2sp, low=0.0, allow_low=True)
 
 
-def _check(where: str, parse, item):
+def _parse_item(where: str, item: object) -> SelectionItem:
     try:
-        return parse(item)
+        return parse_item(item)
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
 
 
-def _check_number(where: str, key: str, value, *, low: float, high: float | None = None, allow_low=False):
+def _check_number(
+    where: str, key: str, value: object, *, low: float, high: float | None = None, allow_low: bool = False
+) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value >= low if allow_low else value > low) and (high is None or value <= high)
     if not ok:

@@ -110,6 +110,10 @@ def selection_from_freeze(freeze: str) -> list[str | int]:
         count = int(values[0])
         return ["all"] if count == 0 else [f"first:{count}"]
     for value in values:
-        if parse_item(value).negated:
+        try:
+            negated = parse_item(value).negated
+        except ConfigError as err:
+            raise ConfigError(f"--freeze: {err}") from None
+        if negated:
             raise ConfigError(f"--freeze value {value!r}: name the modules to freeze without 'not:'")
     return ["all", *(f"not:{value}" for value in values)]

@@ -6,6 +6,8 @@ Modules are the entries of ``model.model`` (the reference's ``model.{i}``), sele
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -49,13 +51,16 @@ def set_bn_mode(model: nn.Module, trainable: list[int], mode: str) -> None:
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, loader, modules: list[int], device, max_batches: int = 50) -> None:
+def recalibrate_bn(
+    model: nn.Module, loader: Iterable, modules: list[int], device: torch.device | str, max_batches: int = 50
+) -> None:
     """AdaBN: re-estimate the running statistics of the BN layers in ``modules`` on the loader's images.
 
-    The statistics are reset and replaced by the plain average over up to ``max_batches`` batches
-    (``momentum=None``); other BN layers keep theirs (eval mode). No gradients; the model's parameters, its
-    training mode and the layers' momentum are unchanged afterwards. (``torch.optim.swa_utils.update_bn``
-    always resets every BN layer and expects float inputs, hence this version.)
+    The loader yields ``(images, ...)`` batches, images uint8 (or float in [0, 1]) NCHW. The statistics are
+    reset and replaced by the plain average over up to ``max_batches`` batches (``momentum=None``); other BN
+    layers keep theirs (eval mode). No gradients; the parameters and the layers' momentum are unchanged, and
+    ``model.train(previous mode)`` is restored, so call ``set_bn_mode`` afterwards.
+    (``torch.optim.swa_utils.update_bn`` always resets every BN layer and expects float inputs.)
     """
     chosen = set(modules)
     targets = [
