@@ -21,7 +21,9 @@ def _add_common_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=16, help="batch size")
     p.add_argument("--hyp", default="low", help="hyperparameters: none|low|med|high|FILE.yaml")
     p.add_argument("--optimizer", choices=["SGD", "Adam", "AdamW"], default="SGD")
-    p.add_argument("--lr0", type=float, default=None, help="initial learning rate (overrides hyp/strategy)")
+    p.add_argument(
+        "--lr0", type=float, default=None, help="first phase's LR; later phases keep the strategy's ratios"
+    )
     p.add_argument("--cos-lr", action="store_true", help="cosine LR schedule instead of linear")
     p.add_argument("--patience", type=int, default=100, help="early-stopping patience in epochs (0: off)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")

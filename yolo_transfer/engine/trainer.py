@@ -132,7 +132,7 @@ class Trainer:
             self.data.train, config.imgsz, batch, augment=True, hyp=phase_hyp(self.hyp, phase), shuffle=True,
             workers=config.workers, seed=config.seed + index, cache_ram=config.cache,
         )  # fmt: skip
-        lr0 = config.lr0 or phase.lr0 or self.hyp["lr0"]
+        lr0 = self._phase_lr0(phase)
         weight_decay = scaled_weight_decay(self.hyp["weight_decay"], batch)
         scales = module_lr_scales(self.model, phase)
         momentum = self.hyp["momentum"]
@@ -196,6 +196,12 @@ class Trainer:
         for name, value in self.model.state_dict().items():
             if name.startswith(prefixes) and "running_" in name:
                 ema_state[name].copy_(value)
+
+    def _phase_lr0(self, phase: Phase) -> float:
+        """The phase's lr0: ``--lr0`` sets the first phase's, later phases keep their ratio to it."""
+        first = self.strategy.phases[0].lr0 or self.hyp["lr0"]
+        own = phase.lr0 or self.hyp["lr0"]
+        return own if self.config.lr0 is None else self.config.lr0 * own / first
 
     def _phase_batch(self, phase: Phase, prefix: int) -> int:
         if phase.batch == "auto":
