@@ -49,7 +49,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shifts", default="0.1,0.5,0.9", help="target-domain shifts in [0, 1]")
     p.add_argument("--sizes", default="40,160", help="training images per target domain")
-    p.add_argument("--strategies", default="full,freeze,staged,lp-ft", help="candidates besides the advised one")
+    p.add_argument("--strategies", default="full,freeze,staged,lp-ft", help="candidates besides advice")
     p.add_argument("--epochs", type=int, default=15, help="epoch budget of every run")
     p.add_argument("--imgsz", type=int, default=128)
     p.add_argument("--batch", type=int, default=16)
