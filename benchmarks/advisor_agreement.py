@@ -11,8 +11,10 @@ domain (the demo checkpoint), the script
 It prints one table row per cell and the agreement rate, next to the rate of always picking each candidate
 (the fixed policies an advisor has to beat). Runs already finished in ``--out`` are reused.
 
-    python benchmarks/advisor_agreement.py                       # defaults: ~10-20 min on a 2-core CPU
-    python benchmarks/advisor_agreement.py --shifts 0,0.5,1 --sizes 50,200,800 --epochs 20 --seeds 0,1
+    python benchmarks/advisor_agreement.py        # 6 cells x 4-5 runs: ~10 min on an idle 2-core CPU
+    python benchmarks/advisor_agreement.py --shifts 0,0.5,1 --sizes 50,200,800 --epochs 30 --seeds 0,1
+
+Gaps under about 1 point are within seed noise; use several ``--seeds`` before reading much into them.
 """
 
 from __future__ import annotations
