@@ -55,7 +55,8 @@ STRATEGY_CASES = [
     (profile(**LARGE, **shift(HIGH * 2, LOW, LOW)), "full", "large data and high shift"),
     (profile(label_overlap=0.0), "lp-ft", "new classes, not large data, shift above low"),
     (profile(**shift(HIGH, HIGH, HIGH)), "full", "high shift"),
-    (profile(label_overlap=0.0, **shift(HIGH, HIGH, HIGH)), "lp-ft", "new classes"),
+    (profile(label_overlap=0.0, **shift(HIGH, HIGH, HIGH)), "full", "high shift"),
+    (profile(label_overlap=0.0, **shift(HIGH * 2, LOW, LOW)), "full", "high shift"),  # e.g. bccd
     (profile(label_overlap=0.0, budget_epochs=10, **shift(HIGH, HIGH, HIGH)), "full", "high shift"),
     (profile(budget_epochs=10, label_overlap=0.0), "full", "otherwise"),
     (profile(epochs_fit={"full": 40, "freeze": 50, "lp-ft": 12}, label_overlap=0.0), "full", "otherwise"),
