@@ -28,9 +28,9 @@ from rich.table import Table
 
 from yolo_transfer.advise import advise
 from yolo_transfer.compare import compare
-from yolo_transfer.compare.budget import parse_budget
 from yolo_transfer.compare.demo import pretrain_on_source, shipped_weights
 from yolo_transfer.data.synthetic import VAL_FRACTION, make_domain
+from yolo_transfer.engine.budget import parse_budget
 
 TOLERANCE = 0.01  # 1 mAP50-95 point
 TRAIN_OPTIONS = {
@@ -43,6 +43,7 @@ TRAIN_OPTIONS = {
     "workers": 0,
     "cache": True,
     "val_fraction": VAL_FRACTION,
+    "split_seed": 0,
 }
 COLUMNS = ("shift", "train imgs", "BN shift", "advised", "best", "mAP advised", "mAP best", "gap pts")
 

@@ -1,8 +1,8 @@
 """Training cost of each strategy's first phase: images/s and peak memory, side by side.
 
 Each strategy is measured in a fresh subprocess, so the peak RSS is that strategy's own. A measurement builds
-the model, applies the phase exactly as the trainer does (``resolve_modules``, ``freeze_modules``,
-``set_bn_mode``, the optimizer over the trainable parameters, ``no_grad_prefix`` in the forward pass) and
+the model, applies the phase exactly as the trainer does (``apply_phase``: frozen modules, BatchNorm policy,
+no-grad prefix; the optimizer over the trainable parameters) and
 times ``--iters`` SGD steps on random images after ``--warmup`` untimed steps; img/s comes from the fastest
 step (of all repeats), which other processes on the machine disturb least. Peak RSS is the process's maximum
 resident memory, train RSS the part added by training (peak minus the RSS before the first step). Frozen
@@ -30,13 +30,7 @@ from yolo_transfer.engine.optim import build_optimizer
 from yolo_transfer.engine.run_log import gpu_memory_mb, peak_rss_mb
 from yolo_transfer.models import build_model
 from yolo_transfer.strategies import list_strategies, load_strategy
-from yolo_transfer.strategies.trainable import (
-    freeze_modules,
-    module_lr_scales,
-    no_grad_prefix,
-    resolve_modules,
-    set_bn_mode,
-)
+from yolo_transfer.strategies.trainable import apply_phase, module_lr_scales
 
 
 def current_rss_mb() -> float:
@@ -64,11 +58,8 @@ def measure(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     model = build_model(args.cfg, nc=args.nc).to(device)
     phase = load_strategy(args.measure, epochs=10).phases[0]
-    trainable = resolve_modules(phase.trainable, model)
-    params = freeze_modules(model, trainable)
-    prefix = no_grad_prefix(trainable)
-    model.train()
-    set_bn_mode(model, trainable, phase.bn)
+    setup = apply_phase(model, phase)
+    params, prefix = setup.trainable_params, setup.prefix
     scales = module_lr_scales(model, phase)
     optimizer = build_optimizer(model, "SGD", lr0=phase.lr0 or 0.01, module_lr_scales=scales)
     compute_loss = ComputeLoss(model, scale_loss_gains(load_hyp("low"), nl=3, nc=args.nc, imgsz=args.imgsz))

@@ -1,18 +1,27 @@
 """Shared test fixtures: the read-only ``../shared`` folder and small helpers."""
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+REQUIRE_SHARED = "YOLO_TRANSFER_REQUIRE_SHARED"  # set to 1 (.ci/run does): a missing ../shared fails the test
 
 
 def shared_path(*parts: str) -> Path:
-    """Path under ``../shared``; the test is skipped with a clear reason when it is absent."""
+    """Path under ``../shared``; the test is skipped with a clear reason when it is absent.
+
+    With ``YOLO_TRANSFER_REQUIRE_SHARED=1`` in the environment (CI) it fails instead, so that a run without
+    the real data cannot pass by skipping.
+    """
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"needs {path} (the read-only ../shared folder is not present in this clone)")
+        reason = f"needs {path} (the read-only ../shared folder is not present in this clone)"
+        if os.environ.get(REQUIRE_SHARED, "") not in ("", "0"):
+            pytest.fail(f"{reason}, and {REQUIRE_SHARED} is set", pytrace=False)
+        pytest.skip(reason)
     return path
 
 

@@ -15,10 +15,10 @@ from safetensors import safe_open
 
 from yolo_transfer.cli import main
 from yolo_transfer.compare import compare
-from yolo_transfer.compare.budget import epochs_for_images, parse_budget
 from yolo_transfer.compare.demo import DEMO_WEIGHTS, shipped_weights
 from yolo_transfer.compare.results import EXCEEDS, SINGLE_SEED, WITHIN_NOISE, build_results
 from yolo_transfer.data.synthetic import SOURCE_CLASSES, make_domain
+from yolo_transfer.engine.budget import epochs_for_images, parse_budget
 from yolo_transfer.errors import ConfigError
 from yolo_transfer.models import build_model, load_model, save_model
 
@@ -49,6 +49,7 @@ RUN = {
     "time_to_95pct_best_s": Maybe(NUMBER),
     "peak_rss_mb": Maybe(NUMBER),
     "gpu_mem_mb": Maybe(NUMBER),
+    "still_improving": Maybe(bool),
     "phases": [PHASE],
 }
 STAT = {"mean": Maybe(NUMBER), "std": Maybe(NUMBER), "n": int}
@@ -73,6 +74,7 @@ SCHEMA = {
         "batch": int,
         "device": str,
         "val_fraction": NUMBER,
+        "split_seed": int,
         "budget": {"kind": str, "value": NUMBER, "description": str},
     },  # fmt: skip
     "runs": [RUN],
@@ -88,6 +90,25 @@ SCHEMA = {
             "verdict": str,
         }
     ],  # fmt: skip
+    "paired": Maybe(
+        {
+            "metric": str,
+            "winner": str,
+            "images": int,
+            "resamples": int,
+            "comparisons": {
+                "*": {
+                    "seeds": [int],
+                    "difference_per_seed": [NUMBER],
+                    "mean_difference": NUMBER,
+                    "interval95": [NUMBER],
+                    "lost_every_seed": bool,
+                    "verdict": str,
+                }
+            },
+        }
+    ),  # fmt: skip
+    "still_improving": Maybe(str),
     "recommendation": Maybe({"strategy": str, "reason": str}),
 }
 
@@ -112,7 +133,7 @@ def validate(value, schema, where: str = "$") -> None:
         for i, item in enumerate(value):
             validate(item, schema[0], f"{where}[{i}]")
     else:
-        ok = isinstance(value, schema) and not isinstance(value, bool)
+        ok = isinstance(value, schema) and (schema is bool or not isinstance(value, bool))
         assert ok, f"{where}: expected {schema}, got {value!r}"
 
 
@@ -204,8 +225,8 @@ def test_rerun_skips_finished_runs_and_resumes_unfinished(setting, compared, cap
 
 def test_a_failing_run_is_reported_and_the_others_go_on(setting, compared, capsys):
     broken = setting["root"] / "broken.yaml"
-    broken.write_text("name: broken\ndescription: trains a module group that does not exist\n"
-                      "phases:\n  - name: nothing\n    trainable: [no-such-group]\n")  # fmt: skip
+    broken.write_text("name: broken\ndescription: its phase's augmentation file is missing\n"
+                      "phases:\n  - name: all\n    hyp: no-such-hyp.yaml\n")  # fmt: skip
     out = setting["root"] / "with-failure"
     shutil.copytree(compared / "runs" / "freeze-s0", out / "runs" / "freeze-s0")
     shutil.copy(compared / "compare.json", out / "compare.json")
@@ -214,18 +235,18 @@ def test_a_failing_run_is_reported_and_the_others_go_on(setting, compared, capsy
     validate(results, SCHEMA)
     runs = {run["strategy"]: run for run in results["runs"]}
     assert runs["freeze"]["status"] == "done"
-    assert runs["broken"]["status"] == "failed" and "no-such-group" in runs["broken"]["error"]
+    assert runs["broken"]["status"] == "failed" and "no-such-hyp.yaml" in runs["broken"]["error"]
     assert runs["broken"]["best"] is None
     assert (out / "runs" / "broken-s0" / "error.txt").is_file()
     assert results["recommendation"]["strategy"] == "freeze"
-    assert "no-such-group" in (out / "report.html").read_text()
+    assert "no-such-hyp.yaml" in (out / "report.html").read_text()
     assert "broken seed 0 failed" in capsys.readouterr().out
 
 
 def test_another_setting_in_the_same_folder_is_refused(setting, compared):
     options = {"imgsz": 160, "batch": 8, "hyp": "low", "optimizer": "SGD", "lr0": None, "cos_lr": False,
                "patience": 100, "device": "cpu", "workers": 0, "cache": False,
-               "val_fraction": 0.2}  # fmt: skip
+               "val_fraction": 0.2, "split_seed": 0}  # fmt: skip
     with pytest.raises(ConfigError, match="compare.json.*imgsz"):
         compare(setting["data"], setting["weights"], ["full"], parse_budget("epochs=1"), [0], compared,
                 train_options=options)  # fmt: skip
@@ -264,7 +285,7 @@ def _run(strategy: str, seed: int, best: float, wall: float) -> dict:
     return {"strategy": strategy, "seed": seed, "status": "done", "error": None, "dir": f"runs/{strategy}",
             "best": point, "final": point, "epochs": 4, "wall_seconds": wall, "train_img_per_s": 100.0 / wall,
             "time_to_95pct_best_s": wall / 2, "peak_rss_mb": 900.0, "gpu_mem_mb": 0.0,
-            "phases": [{"name": "all", "trainable_params": 1000, "epochs_run": 4,
+            "still_improving": False, "phases": [{"name": "all", "trainable_params": 1000, "epochs_run": 4,
                         "end_reason": "epochs"}]}  # fmt: skip
 
 
@@ -316,3 +337,23 @@ def test_shipped_demo_checkpoint_is_small_and_loads():
     model, metadata = load_model(path)
     assert list(model.names) == SOURCE_CLASSES and model.nc == len(SOURCE_CLASSES)
     assert metadata["provenance"]["recipe"] == "yolo-transfer demo --rebuild-weights"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--imgsz", "100"], "--imgsz must be a positive multiple of 32"),
+        (["--batch", "0"], "--batch must be >= 1"),
+        (["--strategies", "full,missing.yaml"], "missing.yaml"),
+        (["--strategies", "full,nonsense"], "unknown strategy 'nonsense'"),
+    ],
+)
+def test_bad_options_are_refused_before_anything_is_written(setting, tmp_path, capsys, extra, message):
+    out = tmp_path / "never"
+    args = ["compare", "--data", setting["data"], "--weights", setting["weights"], "--budget", "epochs=1",
+            "--workers", "0", "--out", str(out)]  # fmt: skip
+    if "--strategies" not in extra:
+        args += ["--strategies", "full"]
+    assert main(args + extra) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

@@ -6,6 +6,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -206,9 +207,149 @@ def test_bad_yaml_is_one_clear_error(tmp_path, spec, message):
 def test_missing_or_unknown_dataset_paths(tmp_path):
     with pytest.raises(DataError, match="dataset not found"):
         load_dataset(tmp_path / "nothing.yaml")
-    (tmp_path / "folder").mkdir()
-    with pytest.raises(DataError, match="no data.yaml, and not a Pascal VOC folder"):
+    (tmp_path / "folder" / "labels").mkdir(parents=True)
+    (tmp_path / "folder" / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "folder" / "notes.xml").write_text("<config><name>x</name></config>")  # xml, but not VOC
+    with pytest.raises(DataError) as err:
         load_dataset(tmp_path / "folder")
+    message = str(err.value)
+    assert message.startswith(str(tmp_path / "folder")) and "\n" not in message
+    assert all(word in message for word in ("data.yaml", "Pascal VOC .xml", "COCO instances .json"))
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(DataError, match="not a COCO instances json"):
         load_dataset(tmp_path / "bad.json")
+
+
+# ------------------------------------------------------------------------------------------- VOC by content
+
+VOC_NAMES = ["cat", "dog"]
+VOC_BOXES = {  # image stem -> VOC objects (name, xmin, ymin, xmax, ymax), 1-based pixels of a 80x60 image
+    "a1": [("cat", 11, 11, 41, 31)],
+    "a2": [("dog", 21, 6, 61, 51), ("cat", 1, 1, 20, 20)],
+    "a3": [("dog", 31, 21, 71, 56)],
+    "a4": [("cat", 5, 5, 25, 45)],
+}
+
+
+def _voc_xml(filename: str, objects: list[tuple]) -> str:
+    body = "".join(
+        f"<object><name>{name}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax>"
+        f"<ymax>{y2}</ymax></bndbox></object>"
+        for name, x1, y1, x2, y2 in objects
+    )
+    return (
+        f"<annotation><folder>x</folder><filename>{filename}</filename>"
+        f"<size><width>80</width><height>60</height><depth>3</depth></size>{body}</annotation>"
+    )
+
+
+def _expected_labels(objects: list[tuple]) -> np.ndarray:
+    rows = []
+    for name, x1, y1, x2, y2 in objects:
+        x1, y1, x2, y2 = x1 - 1, y1 - 1, x2 - 1, y2 - 1
+        rows.append([VOC_NAMES.index(name), (x1 + x2) / 160, (y1 + y2) / 120, (x2 - x1) / 80, (y2 - y1) / 60])
+    return np.array(rows, np.float32)
+
+
+def _write_voc(
+    root: Path, image_dir: str, xml_dir: str, *, xml_stem=lambda s: s, split_of=lambda s: ""
+) -> None:
+    """The four VOC_BOXES images under ``root/<split>/<image_dir>``, their xml under ``<xml_dir>``."""
+    for stem, objects in VOC_BOXES.items():
+        split = split_of(stem)
+        images, xmls = root / split / image_dir, root / split / xml_dir
+        images.mkdir(parents=True, exist_ok=True)
+        xmls.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(images / f"{stem}.jpg"), np.full((60, 80, 3), 90, np.uint8))
+        (xmls / f"{xml_stem(stem)}.xml").write_text(_voc_xml(f"{stem}.jpg", objects))
+
+
+def _assert_voc_samples(data, expected_splits: dict[str, set[str]] | None = None) -> None:
+    assert data.names == VOC_NAMES and data.report.skipped == []
+    samples = {s.image.stem: s for s in data.train + data.val + data.test}
+    assert set(samples) == set(VOC_BOXES)
+    for stem, objects in VOC_BOXES.items():
+        np.testing.assert_allclose(samples[stem].labels, _expected_labels(objects), atol=1e-6)
+    if expected_splits:
+        for split, stems in expected_splits.items():
+            assert {s.image.stem for s in getattr(data, split)} == stems
+
+
+@pytest.mark.parametrize(
+    "image_dir, xml_dir",
+    [("images", "annots"), ("images", "labels"), ("JPEGImages", "Annotations"), ("images", "")],
+    ids=["annots+images", "labels+images", "Annotations+JPEGImages", "xml-next-to-images"],
+)
+def test_voc_is_found_by_content(tmp_path, image_dir, xml_dir):
+    _write_voc(tmp_path / "ds", image_dir, xml_dir)
+    data = load_dataset(tmp_path / "ds", val_fraction=0.25)
+    _assert_voc_samples(data)
+    assert (len(data.train), len(data.val)) == (3, 1)
+
+
+def test_voc_split_folders_and_image_from_filename(tmp_path):
+    """Roboflow/Kaggle style: train/ and valid/ folders with xml next to the images, named otherwise."""
+    splits = {"a1": "train", "a2": "train", "a3": "valid", "a4": "test"}
+    _write_voc(tmp_path / "ds", "", "", xml_stem=lambda s: f"annotation_{s}", split_of=splits.get)
+    (tmp_path / "ds" / "train" / "background.jpg").write_bytes((tmp_path / "ds/train/a1.jpg").read_bytes())
+    (tmp_path / "ds" / "train" / "lost.xml").write_text(_voc_xml("nowhere.jpg", [("cat", 1, 1, 9, 9)]))
+    data = load_dataset(tmp_path / "ds")
+    assert {s.image.stem for s in data.train} == {"a1", "a2", "background"}
+    assert {s.image.stem for s in data.val} == {"a3"} and {s.image.stem for s in data.test} == {"a4"}
+    assert data.report.counts["backgrounds"] == 1
+    assert [(Path(e["file"]).name, e["reason"]) for e in data.report.skipped] == [
+        ("lost.xml", "annotation without an image")
+    ]
+    samples = {s.image.stem: s for s in data.train + data.val + data.test}
+    for stem, objects in VOC_BOXES.items():
+        np.testing.assert_allclose(samples[stem].labels, _expected_labels(objects), atol=1e-6)
+    out = tmp_path / "converted"
+    assert main(["data", "convert", "--format", "voc", str(tmp_path / "ds"), "--out", str(out)]) == 0
+    converted = load_dataset(out / "data.yaml")
+    assert converted.names == VOC_NAMES
+    assert converted.report.counts["splits"] == data.report.counts["splits"]
+
+
+def test_voc_image_found_by_filename_in_another_folder(tmp_path):
+    """xml named otherwise than the image, in a separate folder: the image comes from <filename>."""
+    _write_voc(tmp_path / "ds", "pictures", "xml", xml_stem=lambda s: f"{s}_labels")
+    data = load_dataset(tmp_path / "ds", val_fraction=0.25)
+    _assert_voc_samples(data)
+
+
+def test_roboflow_coco_folder_with_split_jsons(tmp_path):
+    """A folder of train/ and valid/ COCO exports (``_annotations.coco.json``) reads as one dataset."""
+    yaml_path, json_path = _synthetic_as_coco(tmp_path)
+    names = yaml.safe_load(yaml_path.read_text())["names"]
+    data = json.loads(json_path.read_text())
+    root = tmp_path / "export"
+    for split, folder in (("train", "train"), ("val", "valid")):
+        (root / folder).mkdir(parents=True)
+        images = [im for im in data["images"] if im["file_name"].startswith(f"{split}/")]
+        ids = {im["id"] for im in images}
+        for im in images:
+            (tmp_path / "yolo" / "images" / im["file_name"]).rename(
+                root / folder / Path(im["file_name"]).name
+            )
+            im["file_name"] = Path(im["file_name"]).name
+        export = {
+            **data,
+            "images": images,
+            "annotations": [a for a in data["annotations"] if a["image_id"] in ids],
+        }
+        (root / folder / "_annotations.coco.json").write_text(json.dumps(export))
+    loaded = load_dataset(root)
+    assert loaded.names == names
+    assert len(loaded.train) + len(loaded.val) + len(loaded.report.skipped) == len(data["images"])
+    assert len(loaded.report.skipped) == 1  # the bad bbox of _synthetic_as_coco
+    assert {s.image.parent.name for s in loaded.val} == {"valid"} and loaded.val
+    out = tmp_path / "converted"
+    assert main(["data", "convert", "--format", "coco", str(root), "--out", str(out)]) == 0
+    converted = load_dataset(out / "data.yaml")
+    assert converted.report.counts["instances"] == loaded.report.counts["instances"]
+    assert (len(converted.train), len(converted.val)) == (len(loaded.train), len(loaded.val))
+
+
+def test_folder_with_one_dataset_yaml_of_another_name():
+    data = load_dataset(shared_path("data", "coco8"))  # coco8/coco8.yaml, no data.yaml
+    assert (len(data.train), len(data.val)) == (4, 4)

@@ -30,7 +30,8 @@ GOOD_LABEL = "0 0.5 0.5 0.4 0.4\n"
 IMAGE_RULES = {
     "unreadable.jpg": ("skipped", "unreadable"),
     "zero_byte.jpg": ("skipped", "zero-byte"),
-    "truncated.jpg": ("skipped", "truncated"),
+    "truncated.jpg": ("skipped", "truncated JPEG"),
+    "truncated_end.jpg": ("repaired", "truncated JPEG (no end-of-image marker): decoded and re-saved"),
     "animation.gif": ("skipped", "unsupported"),
     "exif_rotated.jpg": ("repaired", "EXIF orientation 6"),
     "grayscale.png": ("repaired", "grayscale"),
@@ -60,6 +61,15 @@ def _coloured_image(cls: int, size=(64, 48)) -> np.ndarray:
     return image
 
 
+def _textured_jpeg(size=(160, 120)) -> bytes:
+    """A JPEG of smooth noise (every block has detail), with the class-0 object where GOOD_LABEL puts it."""
+    noise = np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    image = cv2.GaussianBlur(noise, (5, 5), 0)
+    w, h = size
+    cv2.rectangle(image, (int(0.3 * w), int(0.3 * h)), (int(0.7 * w), int(0.7 * h)), COLOURS_BGR[0], -1)
+    return cv2.imencode(".jpg", image)[1].tobytes()
+
+
 def make_corrupt_corpus(root: Path) -> Path:
     """A YOLO dataset where every validation rule is hit by exactly one file, plus good images."""
     images, labels = root / "images" / "train", root / "labels" / "train"
@@ -75,6 +85,7 @@ def make_corrupt_corpus(root: Path) -> Path:
     (images / "unreadable.jpg").write_text("this is not an image")
     (images / "zero_byte.jpg").write_bytes(b"")
     (images / "truncated.jpg").write_bytes(good_jpeg[: len(good_jpeg) // 2])
+    (images / "truncated_end.jpg").write_bytes(_textured_jpeg()[:-5])  # a few bytes missing at the end
     Image.new("RGB", (32, 32), (255, 0, 0)).save(images / "animation.gif")
     exif_image = Image.fromarray(np.ascontiguousarray(_coloured_image(0)[:, :, ::-1]))
     exif = exif_image.getexif()
@@ -241,9 +252,9 @@ def test_cache_reuses_results_and_rechecks_changed_files(corpus, cache_dir, monk
     calls: list[str] = []
     real_check = validate_module.check_sample
 
-    def counting_check(raw, names):
+    def counting_check(raw, names, repair_dir):
         calls.append(raw.image.name)
-        return real_check(raw, names)
+        return real_check(raw, names, repair_dir)
 
     monkeypatch.setattr(validate_module, "check_sample", counting_check)
     first = validate_dataset(read_dataset(corpus))
@@ -269,3 +280,48 @@ def test_cache_reuses_results_and_rechecks_changed_files(corpus, cache_dir, monk
     validate_dataset(read_dataset(corpus))
     assert calls == ["good1.jpg"]
     assert sorted(p for p in corpus.parent.rglob("*")) == dataset_files_before  # nothing written there
+
+
+@pytest.mark.parametrize("missing", [2, 5, 40])
+def test_truncated_jpeg_is_repaired_into_the_cache_not_the_dataset(tmp_path, cache_dir, missing):
+    """A JPEG with its last bytes missing decodes: it is re-saved under the cache and trains from there."""
+    root = tmp_path / "d"
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        cv2.imwrite(str(root / "images" / split / "good.jpg"), _coloured_image(0))
+        (root / "labels" / split / "good.txt").write_text(GOOD_LABEL)
+    whole = _textured_jpeg()
+    broken = root / "images" / "train" / "broken.jpg"
+    broken.write_bytes(whole[:-missing])
+    (root / "labels" / "train" / "broken.txt").write_text(GOOD_LABEL)
+    (root / "data.yaml").write_text(
+        yaml.safe_dump({"train": "images/train", "val": "images/val", "names": NAMES})
+    )
+    files_before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    data = load_dataset(root / "data.yaml")
+    assert data.report.skipped == []
+    assert [e["file"] for e in data.report.repaired] == [str(broken)]
+    sample = {s.image.name: s for s in data.train}["broken.jpg"]
+    assert sample.image != broken and sample.image.is_relative_to(cache_dir / "repaired")
+    assert (sample.width, sample.height) == (160, 120)
+    repaired = cv2.imread(str(sample.image))
+    original = cv2.imdecode(np.frombuffer(whole, np.uint8), cv2.IMREAD_COLOR)
+    assert np.abs(repaired.astype(int) - original).mean() < 2.0  # the same picture, re-encoded at quality 100
+    assert sample.image.read_bytes().endswith(b"\xff\xd9")
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == files_before  # dataset untouched
+
+    sample.image.unlink()  # a cleared repair folder: the cached entry is not trusted, the copy is made again
+    again = {s.image.name: s for s in load_dataset(root / "data.yaml").train}["broken.jpg"]
+    assert again.image == sample.image and again.image.is_file()
+
+
+def test_jpeg_missing_half_its_data_is_skipped_with_how_far_it_reaches(tmp_path, cache_dir):
+    whole = _textured_jpeg()
+    path = tmp_path / "half.jpg"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match=r"truncated JPEG: its data stops (\d+)% into the image") as err:
+        validate_module.check_image(path, cache_dir / "repaired")
+    assert 20 <= int(str(err.value).split("stops ")[1].split("%")[0]) <= 80
+    assert not (cache_dir / "repaired").exists()

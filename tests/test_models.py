@@ -10,7 +10,10 @@ import yaml
 from yolo_transfer.cli import main
 from yolo_transfer.errors import ConfigError
 from yolo_transfer.models import build_model, load_model, model_groups
+from yolo_transfer.models.common import Conv
 from yolo_transfer.models.info import gflops
+from yolo_transfer.models.parse import load_config, parse_model
+from yolo_transfer.models.yolo import Detect
 
 # spec §1.2: fused counts match the reference's logs; unfused and state_dict sizes are derived there
 REFERENCE_COUNTS = {
@@ -192,3 +195,80 @@ def test_gflops_and_info_command(capsys):
     assert f"{n_params(build_model('yolov5n', nc=3).fuse()):,} after Conv+BN fusion" in out
     assert "SPPF" in out and "Detect" in out and "backbone" in out and "10-23" in out
     assert "3 classes: 0, 1, 2" in out
+
+
+# P6 models: measured counts with nc=80 (unfused, fused). The fused counts of l6 and x6 equal those printed
+# in public YOLOv5 logs (76,726,332 and 140,730,220); each model rounds to the README's millions (3.2, 12.6,
+# 35.7, 76.8 from the unfused l6 count, 140.7).
+P6_COUNTS = {
+    "yolov5n6": (3_246_940, 3_239_884, 3.2),
+    "yolov5s6": (12_626_620, 12_612_508, 12.6),
+    "yolov5m6": (35_731_932, 35_704_908, 35.7),
+    "yolov5l6": (76_770_172, 76_726_332, 76.8),
+    "yolov5x6": (140_794_780, 140_730_220, 140.7),
+}
+
+
+@pytest.mark.parametrize("name", list(P6_COUNTS))
+def test_p6_parameter_counts_match_published(name):
+    unfused, fused, published_millions = P6_COUNTS[name]
+    with torch.device("meta"):  # the layers exactly as built, without allocating or initialising weights
+        layers, _ = parse_model(load_config(name), Detect)
+    assert n_params(layers) == unfused
+    # fusing drops each Conv's BatchNorm weight and bias and gives its conv a bias: c2 fewer per Conv
+    assert unfused - sum(m.bn.num_features for m in layers.modules() if isinstance(m, Conv)) == fused
+    assert round(unfused / 1e6, 1) == published_millions or round(fused / 1e6, 1) == published_millions
+
+
+def test_p6_structure_strides_anchors_and_groups():
+    model = build_model("yolov5n6", nc=3)
+    assert len(model.model) == 34 and model.model[11].type == "SPPF" and model.detect.nl == 4
+    assert model.stride.tolist() == [8.0, 16.0, 32.0, 64.0]
+    assert model.save == [4, 6, 8, 12, 16, 20, 23, 26, 29, 32]
+    assert model.detect.anchors.shape == (4, 3, 2)
+    assert model.detect.anchors[0, 0].tolist() == [19 / 8, 27 / 8]
+    assert model.detect.anchors[3, 2].tolist() == [925 / 64, 792 / 64]  # grid units at stride 64
+    assert model_groups(model) == {"backbone": list(range(12)), "neck": list(range(12, 33)), "head": [33]}
+    assert [m.in_channels for m in model.detect.m] == [64, 128, 192, 256]
+
+    images = torch.rand(1, 3, 128, 192)
+    raw = model.train()(images)
+    assert [tuple(p.shape) for p in raw] == [
+        (1, 3, 16, 24, 8),
+        (1, 3, 8, 12, 8),
+        (1, 3, 4, 6, 8),
+        (1, 3, 2, 3, 8),
+    ]
+    decoded, _ = model.eval()(images)
+    assert decoded.shape == (1, 3 * (16 * 24 + 8 * 12 + 4 * 6 + 2 * 3), 8)
+    bias = model.detect.m[3].bias.detach().view(3, 8)[:, 4]  # objectness prior at stride 64
+    assert (bias - math.log(8 / (640 / 64) ** 2)).abs().max() <= 1 / math.sqrt(256)
+
+
+def test_p6_eval_pads_letterboxed_sizes_to_stride_64_and_training_refuses_them():
+    torch.manual_seed(0)
+    model = build_model("yolov5n6", nc=2).eval()
+    letterboxed = torch.rand(1, 3, 96, 160)  # multiples of 32 (predict's letterbox, rect val), not of 64
+    padded = torch.nn.functional.pad(letterboxed, (0, 32, 0, 32), value=114 / 255)  # to 128 x 192
+    with torch.no_grad():
+        decoded, raw = model(letterboxed)
+        expected, _ = model(padded)
+    assert [p.shape[2:4] for p in raw] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+    assert torch.equal(decoded, expected)  # bottom/right padding: the pixel coordinates stay as they are
+    with pytest.raises(ConfigError, match="96x160 training image does not fit the model's largest stride 64"):
+        model.train()(letterboxed)
+
+    p5 = build_model("yolov5n", nc=2).eval()
+    with torch.no_grad():  # P5 inputs that are multiples of 32 are not padded
+        assert [p.shape[2:4] for p in p5(letterboxed)[1]] == [(12, 20), (6, 10), (3, 5)]
+
+
+def test_info_of_a_p6_model(capsys):  # published: 3.2M parameters, 4.6 GFLOPs at 640
+    assert main(["info", "yolov5n6"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "yolov5n6: 34 modules, 3,246,940 parameters (3,239,884 after Conv+BN fusion), 4.6 GFLOPs at 640px"
+        in out
+    )
+    groups = out[out.index("module groups") :]
+    assert "backbone │ 0-11" in groups and "neck     │ 12-32" in groups and "head     │ 33" in groups

@@ -39,7 +39,7 @@ from yolo_transfer.strategies.trainable import (
     set_bn_mode,
 )
 
-BUILTINS = ["freeze", "full", "gradual", "lp-ft", "staged", "surgical-early"]
+BUILTINS = ["freeze", "full", "gradual", "lp-ft", "staged", "surgical-early", "yolov5-default"]
 P5_GROUPS = {"backbone": list(range(10)), "neck": list(range(10, 24)), "head": [24]}
 
 
@@ -89,8 +89,8 @@ def test_builtin_trainable_sets() -> None:
 
 
 def test_phase_lengths_resolve_against_the_budget() -> None:
-    staged = load_strategy("staged", epochs=10)
-    assert staged.phases[0].plateau == {"patience": 3, "max_epochs": 5, "min_delta": 0.0}
+    staged = load_strategy("staged", epochs=10)  # the frozen phase: at most 30% of the budget
+    assert staged.phases[0].plateau == {"patience": 3, "max_epochs": 3, "min_delta": 0.0}
     assert staged.phases[1].epochs is None  # the rest of the budget, filled in by the trainer
     gradual = load_strategy("gradual", epochs=10)
     assert [phase.epochs for phase in gradual.phases] == [2, 2, None]

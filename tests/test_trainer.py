@@ -63,7 +63,7 @@ def test_three_epochs_from_official_weights_learn(tmp_path_factory, cache_dir, t
     summary = train(config, load_strategy("full", epochs=3))
 
     rows = read_rows(config.out)
-    assert list(rows[0]) == RESULTS_COLUMNS and [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert list(rows[0]) == RESULTS_COLUMNS and [int(r["epoch"]) for r in rows] == [1, 2, 3]
     loss = [sum(float(r[f"train/{k}_loss"]) for k in ("box", "obj", "cls")) for r in rows]
     map50_95 = [float(r["metrics/mAP_0.5:0.95"]) for r in rows]
     assert loss[2] < loss[1] < loss[0], loss
@@ -79,7 +79,7 @@ def test_three_epochs_from_official_weights_learn(tmp_path_factory, cache_dir, t
     ]  # fmt: skip
     assert json.loads((config.out / "summary.json").read_text())["final"] == summary["final"]
     model, metadata = load_model(config.out / "weights" / "best.safetensors")
-    assert model.names == names and metadata["epochs"] == summary["best"]["epoch"] + 1
+    assert model.names == names and metadata["epochs"] == summary["best"]["epoch"]
     assert metadata["phases"][0]["name"] == "all"
     assert metadata["provenance"]["weights"] == str(official_weights)
 
@@ -194,6 +194,10 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(shapes, tmp_p
     assert all(torch.isfinite(p).all() for p in last.state_dict().values() if p.is_floating_point())
     assert json.loads((weights / "last.state.json").read_text())["progress"]["epoch"] == 1
     assert not [path for path in weights.iterdir() if path.name.endswith(".tmp")]
+    # the run continues from its last finite epoch at a lower LR
+    assert main(["train", "--resume", str(config.out), "--lr0", "0.001"]) == 0
+    summary = json.loads((config.out / "summary.json").read_text())
+    assert summary["epochs"] == 3 and summary["config"]["lr0"] == 0.001
 
 
 def test_cli_image_budget_stops_cleanly(shapes, tmp_path, capsys):

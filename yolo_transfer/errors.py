@@ -23,3 +23,11 @@ class ConfigError(YoloTransferError):
 
 class TrainingError(YoloTransferError):
     """Training cannot go on (e.g. the loss became NaN/inf)."""
+
+
+class ExportError(YoloTransferError):
+    """An exported model cannot be written, or disagrees with the PyTorch model it came from."""
+
+
+class OutputError(YoloTransferError):
+    """An output folder or file cannot be written: not a folder, not writable, disk full, or in use."""

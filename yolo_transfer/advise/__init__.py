@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import time
 from pathlib import Path
 
 from yolo_transfer.advise.rules import NOTES, Profile, recommend
+from yolo_transfer.callable_module import ApiSubpackage
 from yolo_transfer.errors import ConfigError
 
 __all__ = ["advise", "advise_command", "recommend_strategy"]
@@ -41,8 +43,8 @@ def advise(
     exact ``command``, and ``notes``.
     """
     from yolo_transfer.advise import measure
-    from yolo_transfer.compare.budget import parse_budget
     from yolo_transfer.data import build_dataloader, load_dataset, load_hyp
+    from yolo_transfer.engine.budget import parse_budget
     from yolo_transfer.models import load_model
 
     start = time.perf_counter()
@@ -67,7 +69,7 @@ def advise(
     budget_s = parsed.max_seconds if parsed else None
     timings = None
     if compute or budget_s is not None:
-        timings = _time_strategies(metadata, dataset, imgsz, device, probe["forward_s_per_image"], budget_s)
+        timings = _time_strategies(model, dataset, imgsz, device, budget_s)
     seconds["compute"] = time.perf_counter() - start - seconds["load"] - seconds["measure"]
     profile = _profile(scale, labels, probe, timings, metadata, parsed, target_map, imgsz)
     rec = recommend(profile)
@@ -87,38 +89,46 @@ def advise(
     }
 
 
-def _time_strategies(
-    metadata: dict, dataset, imgsz: int, device: str, val_s: float, budget_s: float | None
-) -> dict:
-    """Seconds per epoch of every built-in strategy (and epochs within ``budget_s``), measured here."""
-    from yolo_transfer.advise import measure
-    from yolo_transfer.data import build_dataloader, load_hyp
-    from yolo_transfer.models import build_model
+def _time_strategies(model, dataset, imgsz: int, device: str, budget_s: float | None) -> dict:
+    """Seconds per epoch of every built-in strategy (and the epochs within ``budget_s``), measured here with
+    the cost model ``compare`` uses for time budgets (engine/cost.py)."""
+    from yolo_transfer.data import load_hyp
+    from yolo_transfer.engine.cost import NOMINAL_EPOCHS, measure_costs
+    from yolo_transfer.strategies import list_strategies, load_strategy
 
-    model = build_model(copy.deepcopy(metadata["cfg"]), nc=dataset.nc).to(device)  # timing needs no weights
-    hyp = load_hyp("low")
-    loader = build_dataloader(dataset.train, imgsz, TIMING_BATCH, augment=True, hyp=hyp, shuffle=True)
-    load_s, images = measure.loader_seconds_per_image(loader, batches=2)
-    strategies = measure.strategy_compute(
-        model,
-        images.to(device).float() / 255,
-        n_train=len(dataset.train),
-        n_val=len(dataset.val),
-        load_s=load_s,
-        val_s=val_s,
-        budget_s=budget_s,
+    names = list_strategies()
+    resolved = [load_strategy(name, epochs=NOMINAL_EPOCHS) for name in names]
+    adapted = _adapted(model, dataset.names)
+    costs = measure_costs(
+        adapted, resolved, dataset, imgsz=imgsz, batch=TIMING_BATCH, hyp=load_hyp("low"), device=device
     )
-    return {
-        "strategies": strategies,
-        "loader_s_per_image": load_s,
-        "val_s_per_image": val_s,
-        "budget_s": budget_s,
-    }
+    strategies = {}
+    for name, strategy in zip(names, resolved, strict=True):
+        entry = {
+            "phase_epoch_s": costs.strategy_epoch_seconds(strategy, adapted),
+            "epoch_s": costs.mean_epoch_seconds(name, adapted),
+        }
+        if budget_s is not None:
+            entry["epochs_fit"] = costs.epochs_within(name, adapted, budget_s)
+        strategies[name] = entry
+    return {"strategies": strategies, **costs.to_dict(), "budget_s": budget_s}
+
+
+def _adapted(model, names: list[str]):
+    """The pretrained model with a Detect head for ``names``, as training will use it."""
+    from yolo_transfer.models.transfer import transfer_weights
+    from yolo_transfer.models.yolo import build_model
+
+    if list(model.names) == list(names):
+        return model
+    adapted = build_model(copy.deepcopy(model.yaml), names=list(names))
+    transfer_weights(model.state_dict(), list(model.names), adapted)
+    return adapted
 
 
 def _profile(scale, labels, probe, timings, metadata, budget, target_map, imgsz) -> Profile:
     """The flat summary of the measurements that the rule table reads."""
-    from yolo_transfer.compare.budget import epochs_for_images
+    from yolo_transfer.engine.budget import epochs_for_images
 
     budget_epochs = None
     if budget is not None and budget.kind == "epochs":
@@ -164,6 +174,15 @@ def recommend_strategy(data: str | Path, weights: str | Path, **kwargs) -> str:
     return advise(data, weights, **kwargs)["recommendation"]["strategy"]
 
 
+def auto_strategy(data: str, weights: str | None, *, epochs: int, imgsz: int, device: str) -> str:
+    """``train --strategy auto``: the strategy ``advise`` recommends for this data, checkpoint and epochs."""
+    if not weights:
+        raise ConfigError("--strategy auto needs --weights: advise measures the data against the checkpoint")
+    name = recommend_strategy(data, weights, budget=f"epochs={epochs}", imgsz=imgsz, device=device)
+    print(f"--strategy auto -> {name} (yolo-transfer advise)")
+    return name
+
+
 def advise_command(args) -> int:
     """``yolo-transfer advise``: a readable report, or one JSON object with ``--json``."""
     result = advise(
@@ -182,3 +201,6 @@ def advise_command(args) -> int:
 
         print_report(result)
     return 0
+
+
+sys.modules[__name__].__class__ = ApiSubpackage  # ``yt.advise(...)`` calls api.advise

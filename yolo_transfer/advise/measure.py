@@ -6,7 +6,6 @@ sample of the images; the compute figures come from a few timed training steps p
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,8 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from yolo_transfer.data.validate import LoadedDataset, Sample
-from yolo_transfer.strategies import Strategy, list_strategies, load_strategy
-from yolo_transfer.strategies.trainable import freeze_modules, no_grad_prefix, resolve_modules, set_bn_mode
+from yolo_transfer.models.class_names import match_class_names, normalise_name
 
 # COCO's object sizes (cocodataset.org/#detection-eval, "Detection Evaluation", section 2): "approximately 41%
 # of objects are small (area < 32^2), 34% are medium (32^2 < area < 96^2), and 24% are large (area > 96^2)",
@@ -31,62 +29,18 @@ ANCHOR_T = 4.0  # yolov5 hyp anchor_t: a label fits an anchor when both side rat
 # Module ranges of the shift profile (YOLOv5 P5 models): stem and first stages, deeper backbone + SPPF, neck.
 STAGES = {"early": range(0, 5), "middle": range(5, 10), "late": range(10, 24)}
 TOP_K_OBJECTNESS = 10
-NOMINAL_EPOCHS = 100  # phase fractions are resolved against this many epochs to weigh their costs
-
-# Common alternative names of the COCO classes (VOC's spellings first), for the label-overlap check.
-SYNONYMS: dict[str, tuple[str, ...]] = {
-    "person": ("people", "persons", "pedestrian", "human", "man", "woman", "child", "rider", "player"),
-    "bicycle": ("bike", "cycle"),
-    "car": ("automobile", "sedan", "taxi"),
-    "motorcycle": ("motorbike", "motor bike"),
-    "airplane": ("aeroplane", "plane", "aircraft", "jet"),
-    "boat": ("ship", "vessel"),
-    "truck": ("lorry", "pickup truck"),
-    "traffic light": ("traffic signal", "stoplight"),
-    "fire hydrant": ("hydrant",),
-    "dog": ("puppy",),
-    "cat": ("kitten",),
-    "horse": ("pony",),
-    "cow": ("cattle", "bull", "calf"),
-    "couch": ("sofa",),
-    "potted plant": ("pottedplant", "houseplant", "plant"),
-    "dining table": ("diningtable", "table"),
-    "tv": ("tvmonitor", "tv monitor", "television", "monitor"),
-    "cell phone": ("cellphone", "mobile phone", "phone", "smartphone"),
-    "sports ball": ("ball", "football", "soccer ball", "basketball"),
-    "donut": ("doughnut",),
-    "hot dog": ("hotdog",),
-    "hair drier": ("hair dryer", "hairdryer"),
-    "refrigerator": ("fridge",),
-    "teddy bear": ("teddy", "teddybear"),
-    "handbag": ("purse",),
-    "backpack": ("rucksack",),
-    "remote": ("remote control",),
-    "wine glass": ("wineglass",),
-}
-
 
 # --- data scale and label overlap -----------------------------------------------------------------------
 
 
-def normalise_name(name: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"[_\-]", " ", name.strip().lower()))
-
-
 def label_overlap(target: list[str], checkpoint: list[str]) -> dict:
     """Which target classes the checkpoint already names, exactly or by a common synonym."""
-    known = {normalise_name(name): name for name in checkpoint}
-    alias = {normalise_name(a): known[c] for c, aliases in SYNONYMS.items() if c in known for a in aliases}
-    exact, synonym, new = [], {}, []
-    for name in target:
-        key = normalise_name(name)
-        singular = key[:-1] if key.endswith("s") else key
-        if key in known:
-            exact.append(name)
-        elif match := alias.get(key) or known.get(singular) or alias.get(singular):
-            synonym[name] = match
-        else:
-            new.append(name)
+    matches = match_class_names(target, checkpoint)
+    exact = [
+        name for name in target if name in matches and normalise_name(name) == normalise_name(matches[name])
+    ]
+    synonym = {name: matches[name] for name in target if name in matches and name not in exact}
+    new = [name for name in target if name not in matches]
     fraction = (len(exact) + len(synonym)) / max(len(target), 1)
     return {"exact": exact, "synonym": synonym, "new": new, "fraction": fraction}
 
@@ -262,103 +216,3 @@ def sample_images(data: LoadedDataset, max_images: int, seed: int = 0) -> list[S
         return pool
     order = np.random.default_rng(seed).permutation(len(pool))[:max_images]
     return [pool[i] for i in sorted(order.tolist())]
-
-
-# --- compute -------------------------------------------------------------------------------------------
-
-
-def train_step(model: nn.Module, trainable: tuple[int, ...], images: Tensor) -> None:
-    """Forward + backward with only ``trainable`` modules learning; leading frozen ones run under no_grad."""
-    freeze_modules(model, list(trainable))
-    model.train()
-    set_bn_mode(model, list(trainable), "frozen")
-    outputs = model(images, no_grad_prefix=no_grad_prefix(list(trainable)))
-    sum(out.float().mean() for out in outputs).backward()
-    model.zero_grad(set_to_none=True)
-
-
-def train_seconds_per_image(
-    model: nn.Module, sets: list[tuple[int, ...]], images: Tensor, rounds: int
-) -> dict:
-    """Seconds per image of a training step for each trainable set: the fastest of ``rounds`` interleaved
-    steps (the one least disturbed by other processes), after a warm-up step."""
-    train_step(model, sets[0], images)
-    best = dict.fromkeys(sets, float("inf"))
-    for _ in range(rounds):
-        for trainable in sets:
-            start = time.perf_counter()
-            train_step(model, trainable, images)
-            best[trainable] = min(best[trainable], (time.perf_counter() - start) / len(images))
-    return best
-
-
-def loader_seconds_per_image(loader, batches: int) -> tuple[float, Tensor]:
-    """Seconds per image of the augmenting loader (in this process), and its first batch of images."""
-    iterator = iter(loader)
-    start = time.perf_counter()
-    first = next(iterator)[0]
-    seen = len(first)
-    for _ in range(batches - 1):
-        batch = next(iterator, None)
-        if batch is None:
-            break
-        seen += len(batch[0])
-    return (time.perf_counter() - start) / seen, first
-
-
-def strategy_compute(
-    model: nn.Module,
-    images: Tensor,
-    *,
-    n_train: int,
-    n_val: int,
-    load_s: float,
-    val_s: float,
-    budget_s: float | None,
-    rounds: int = 2,
-) -> dict[str, dict]:
-    """Seconds per epoch of every built-in strategy (each phase timed) and the epochs that fit ``budget_s``.
-
-    One epoch of a phase costs ``n_train x (step + loading) + n_val x eval-forward`` seconds per image (the
-    estimate ``compare`` uses for time budgets). Phases with the same trainable modules are timed once.
-    """
-    strategies = {name: load_strategy(name, epochs=NOMINAL_EPOCHS) for name in list_strategies()}
-    phase_sets = {
-        name: [tuple(resolve_modules(phase.trainable, model)) for phase in strategy.phases]
-        for name, strategy in strategies.items()
-    }
-    step_s = train_seconds_per_image(model, list(dict.fromkeys(sum(phase_sets.values(), []))), images, rounds)
-    result = {}
-    for name, strategy in strategies.items():
-        phase_s = [n_train * (step_s[trainable] + load_s) + n_val * val_s for trainable in phase_sets[name]]
-        entry = {
-            "phase_epoch_s": phase_s,
-            "epoch_s": _schedule_seconds(strategy, phase_s, NOMINAL_EPOCHS) / NOMINAL_EPOCHS,
-        }
-        if budget_s is not None:
-            entry["epochs_fit"] = epochs_within(name, phase_s, budget_s)
-        result[name] = entry
-    return result
-
-
-def _schedule_seconds(strategy: Strategy, phase_s: list[float], epochs: int) -> float:
-    """Seconds of a schedule resolved for ``epochs``: plateau phases counted at their longest."""
-    total, used = 0.0, 0
-    for phase, seconds in zip(strategy.phases, phase_s, strict=True):
-        length = phase.epochs or (phase.plateau or {}).get("max_epochs") or max(epochs - used, 0)
-        total += length * seconds
-        used += length
-    return total
-
-
-def epochs_within(name: str, phase_s: list[float], budget_s: float, most: int = 1000) -> int:
-    """The largest epoch count whose schedule of strategy ``name`` fits in ``budget_s`` (0 if none does)."""
-    low = len(phase_s) - 1  # a schedule needs at least one epoch per phase
-    high = most
-    while low < high:
-        mid = (low + high + 1) // 2
-        if _schedule_seconds(load_strategy(name, epochs=mid), phase_s, mid) <= budget_s:
-            low = mid
-        else:
-            high = mid - 1
-    return low if low >= len(phase_s) else 0

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from rich.console import Console
 
-from yolo_transfer.compare.budget import Budget, parse_budget
+from yolo_transfer.callable_module import ApiSubpackage
 from yolo_transfer.compare.report import write_report
 from yolo_transfer.compare.results import read_run
 from yolo_transfer.compare.runner import RunSpec, run_all
+from yolo_transfer.engine.budget import Budget, parse_budget
+from yolo_transfer.engine.outputs import ensure_writable_dir
 from yolo_transfer.errors import ConfigError
 
 __all__ = ["compare", "compare_command", "parse_budget", "parse_seeds"]
@@ -18,7 +21,7 @@ __all__ = ["compare", "compare_command", "parse_budget", "parse_seeds"]
 # Settings that change what a run computes: a folder holding runs made with others cannot be reused.
 FINGERPRINT_KEYS = (
     "data", "weights", "budget", "imgsz", "batch", "hyp", "optimizer", "lr0", "cos_lr", "patience",
-    "val_fraction",
+    "val_fraction", "split_seed",
 )  # fmt: skip
 
 
@@ -62,6 +65,17 @@ def resolve_auto(
     return list(dict.fromkeys(resolved))
 
 
+def check_run_options(labels: dict[str, str], data: str, weights: str, train_options: dict) -> None:
+    """What a run would refuse (options, strategy files), refused once before any folder is written."""
+    from yolo_transfer.engine.cost import NOMINAL_EPOCHS
+    from yolo_transfer.engine.train_config import TrainConfig, check_config
+    from yolo_transfer.strategies import load_strategy
+
+    check_config(TrainConfig(data=data, out=Path(), weights=weights, **train_options), resume=True)
+    for entry in labels.values():
+        load_strategy(entry, epochs=NOMINAL_EPOCHS)
+
+
 def check_out_dir(out: Path, setting: dict) -> None:
     """Refuse an output folder whose earlier runs were made with other settings (they would be skipped)."""
     path = out / "compare.json"
@@ -100,13 +114,15 @@ def compare(
     console = console or Console()
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    ensure_writable_dir(out)
     if not Path(weights).is_file():
         raise ConfigError(f"{weights}: weights file not found")
-    dataset = load_dataset(data, val_fraction=train_options["val_fraction"], seed=seeds[0])
+    dataset = load_dataset(data, val_fraction=train_options["val_fraction"], seed=train_options["split_seed"])
     strategies = resolve_auto(
         strategies, data, weights, budget, train_options["imgsz"], train_options["device"]
     )
     labels = strategy_labels(strategies)
+    check_run_options(labels, data, weights, train_options)
     out = Path(out)
     setting = {
         "data": str(Path(data).resolve()),
@@ -138,7 +154,7 @@ def train_options_from_args(args) -> dict:
     return {
         key: getattr(args, key)
         for key in ("imgsz", "batch", "hyp", "optimizer", "lr0", "cos_lr", "patience", "device", "workers",
-                    "cache", "val_fraction")
+                    "cache", "val_fraction", "split_seed")
     }  # fmt: skip
 
 
@@ -153,3 +169,6 @@ def compare_command(args) -> int:
         jobs=args.jobs, backend=args.backend, train_options=train_options_from_args(args),
     )  # fmt: skip
     return 0 if all(run["status"] == "done" for run in results["runs"]) else 1
+
+
+sys.modules[__name__].__class__ = ApiSubpackage  # ``yt.compare(...)`` calls api.compare

@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 
 from yolo_transfer.compare import compare
-from yolo_transfer.compare.budget import Budget
+from yolo_transfer.engine.budget import Budget
 from yolo_transfer.errors import ConfigError
 
 DEMO_WEIGHTS = "demo_yolov5n_source.safetensors"
@@ -106,7 +106,7 @@ def demo_command(args) -> int:
             )
     options = {
         **run, "batch": DEMO_RUN["batch"], "optimizer": "SGD", "lr0": None, "cos_lr": False, "patience": 100,
-        "device": "cpu", "workers": 0, "cache": True, "val_fraction": 0.2,
+        "device": "cpu", "workers": 0, "cache": True, "val_fraction": 0.2, "split_seed": 0,
     }  # fmt: skip
     results = compare(
         str(data), str(weights), STRATEGIES, Budget("epochs", DEMO_RUN["epochs"]), DEMO_RUN["seeds"],

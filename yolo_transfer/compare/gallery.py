@@ -1,7 +1,9 @@
 """A grid of predictions: the same validation images, one row per strategy (its best weights), GT on top.
 
-The first row shows the ground-truth boxes; every other row shows one strategy's detections in its colour,
-with the ground truth as thin grey outlines underneath so misses and false positives stand out.
+The first row shows the ground-truth boxes in white (a colour no strategy gets); every other row shows one
+strategy's detections in its colour, with the ground truth as thin grey outlines underneath so misses and
+false positives stand out. Ground-truth boxes have a dark edge; labels are small, on a dark ground, and over a
+box narrower than its label only the confidence (or the class name's start) is written.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import torch
 TILE = 256
 LABEL_WIDTH = 150
 HEADER_HEIGHT = 26
-GT_COLOR = (74, 163, 22)  # BGR of #16a34a
+GT_COLOR = (255, 255, 255)  # white: not in the strategy palette (compare/plots.py)
+HALO_COLOR = (30, 30, 30)
+FONT_SCALE = 0.3
 GT_OUTLINE = (190, 190, 190)
 TEXT_COLOR = (40, 40, 40)
 
@@ -115,17 +119,29 @@ def _tile(image: np.ndarray, boxes: np.ndarray, outlines: np.ndarray, color, nam
         cv2.rectangle(tile, (x1, y1), (x2, y2), GT_OUTLINE, 1, cv2.LINE_AA)
     for box in boxes:
         x1, y1, x2, y2 = (box[:4] * scale + offset).round().astype(int)
-        cv2.rectangle(tile, (x1, y1), (x2, y2), color, 2, cv2.LINE_AA)
-        cls = int(box[5])
-        name = names[cls] if 0 <= cls < len(names) else str(cls)
-        text = name if box[4] >= 1.0 else f"{name} {box[4]:.2f}"
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.38, 1)
-        y_text = max(y1, th + 4)
-        cv2.rectangle(tile, (x1, y_text - th - 4), (x1 + tw + 4, y_text), color, -1)
+        if color == GT_COLOR:  # white needs a dark edge to show on light images
+            cv2.rectangle(tile, (x1, y1), (x2, y2), HALO_COLOR, 3, cv2.LINE_AA)
+        cv2.rectangle(tile, (x1, y1), (x2, y2), color, 1 if color == GT_COLOR else 2, cv2.LINE_AA)
+        text = _box_label(box, names, x2 - x1)
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, FONT_SCALE, 1)
+        y_text = max(y1, th + 3)
+        cv2.rectangle(tile, (x1, y_text - th - 3), (x1 + tw + 2, y_text), HALO_COLOR, -1)
         cv2.putText(
-            tile, text, (x1 + 2, y_text - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA
+            tile, text, (x1 + 1, y_text - 2), cv2.FONT_HERSHEY_SIMPLEX, FONT_SCALE, color, 1, cv2.LINE_AA
         )
     return tile
+
+
+def _box_label(box: np.ndarray, names: list[str], box_width: int) -> str:
+    """``name conf`` (``name`` for ground truth); shortened to what fits over a box narrower than it."""
+    cls = int(box[5])
+    name = names[cls] if 0 <= cls < len(names) else str(cls)
+    truth = box[4] >= 1.0
+    text = name if truth else f"{name} {box[4]:.2f}"
+    (width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, FONT_SCALE, 1)
+    if width <= box_width:
+        return text
+    return name[:3] if truth else f"{box[4]:.2f}"
 
 
 def _compose(rows: list[tuple[str, list[np.ndarray]]], headers: list[str]) -> np.ndarray:

@@ -21,7 +21,7 @@ STYLE = """
 body { margin: 0; background: var(--bg); color: var(--ink);
   font: 15px/1.55 -apple-system, BlinkMacSystemFont, "Segoe UI", Roboto, "Helvetica Neue", Arial,
   sans-serif; }
-main { max-width: 1180px; margin: 0 auto; padding: 32px 24px 64px; }
+main { max-width: 1320px; margin: 0 auto; padding: 32px 24px 64px; }
 h1 { font-size: 28px; margin: 0 0 4px; letter-spacing: -0.02em; }
 h2 { font-size: 19px; margin: 40px 0 12px; letter-spacing: -0.01em; }
 .sub { color: var(--muted); margin: 0 0 24px; }
@@ -37,10 +37,12 @@ h2 { font-size: 19px; margin: 40px 0 12px; letter-spacing: -0.01em; }
   align-self: start; }
 .summary dt { color: var(--muted); } .summary dd { margin: 0; font-family: ui-monospace, Menlo, monospace; }
 .scroll { overflow-x: auto; }
-table { border-collapse: collapse; width: 100%; background: var(--card); font-size: 14px; }
-th, td { padding: 8px 12px; border-bottom: 1px solid var(--line); text-align: right; white-space: nowrap; }
-th { font-size: 12px; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); font-weight: 600;
-  background: #f1f5f9; }
+table { border-collapse: collapse; width: 100%; background: var(--card); font-size: 13px; }
+th, td { padding: 7px 8px; border-bottom: 1px solid var(--line); text-align: right; }
+td.nowrap { white-space: nowrap; }
+th { font-size: 11px; text-transform: uppercase; letter-spacing: .03em; color: var(--muted); font-weight: 600;
+  background: #f1f5f9; vertical-align: bottom; }
+td.phases { min-width: 170px; font-size: 12px; line-height: 1.4; }
 td:first-child, th:first-child, td.left, th.left { text-align: left; }
 tbody tr:hover { background: #f8fafc; }
 td.win { background: #dcfce7; font-weight: 700; }
@@ -49,6 +51,9 @@ td.win { background: #dcfce7; font-weight: 700; }
 .pill.ok { background: #dcfce7; color: #166534; } .pill.noise { background: #fef3c7; color: #92400e; }
 .pill.unknown { background: #e5e7eb; color: #374151; } .pill.failed { background: #fee2e2; color: #991b1b; }
 .plots { display: grid; grid-template-columns: repeat(auto-fit, minmax(460px, 1fr)); gap: 16px; }
+.plots figure.wide { grid-column: 1 / -1; }
+.notice { background: #fef3c7; border: 1px solid #f59e0b; border-left: 6px solid #d97706; color: #78350f;
+  border-radius: 12px; padding: 14px 20px; margin: 16px 0 0; font-size: 16px; font-weight: 600; }
 figure { margin: 0; } figure img { width: 100%; height: auto; display: block; border-radius: 8px; }
 figcaption { color: var(--muted); font-size: 13px; margin-top: 6px; }
 .note { color: var(--muted); font-style: italic; }
@@ -57,10 +62,13 @@ footer { margin-top: 48px; color: var(--muted); font-size: 13px; }
 a { color: var(--accent); }
 """
 
+WIDE_PLOTS = {"cost"}  # the multi-panel cost figure gets the full width
 PLOT_CAPTIONS = {
-    "map_vs_epoch": "Validation mAP50-95 per epoch. ◇ marks a phase switch (e.g. staged unfreezing).",
-    "map_vs_time": "The same curves against wall-clock time: who gets there first.",
-    "loss": "Training and validation loss (box + objectness + class).",
+    "map_vs_epoch": "Validation mAP50-95 per epoch: each strategy's mean over its seeds (named in the "
+    "legend); the band spans the seeds' min to max. ◇ marks a phase switch (e.g. staged unfreezing).",
+    "map_vs_time": "The same curves against wall-clock time (the seeds' mean time per epoch): who gets there "
+    "first.",
+    "loss": "Training and validation loss (box + objectness + class), mean of seeds with min-max band.",
     "cost": "Cost: wall time, training throughput, peak memory, and trainable parameters in each phase.",
 }
 
@@ -96,23 +104,27 @@ def render_html(
         f'<p class="sub">{len(results["aggregate"])} strategies × {len(setting["seeds"])} seed(s), '
         f"same weights, data and budget ({escape(setting['budget']['description'])} each).</p>",
         _summary_card(results),
+        _still_improving_notice(results),
         f"<h2>Results <small class='note'>mean ± std over {len(setting['seeds'])} seed(s); "
         "green = best in its column</small></h2>",
         _results_table(table, colors),
         "<h2>Winner per metric</h2>",
         _winners_table(results, colors),
+        _paired_table(results, colors),
         "<h2>Curves and cost</h2>",
         '<div class="plots">',
     ]
     for name, caption in PLOT_CAPTIONS.items():
         if name in figures:
             image = _image(out_dir, figures[name], caption)
-            parts.append(f"<figure>{image}<figcaption>{escape(caption)}</figcaption></figure>")
+            wide = ' class="wide"' if name in WIDE_PLOTS else ""
+            parts.append(f"<figure{wide}>{image}<figcaption>{escape(caption)}</figcaption></figure>")
     parts += ["</div>", "<h2>Predictions on the same validation images</h2>"]
     if "predictions" in figures:
         caption = (
-            "Top row: ground truth. Each further row: a strategy's best weights (its best seed), detections "
-            "with confidence ≥ 0.15; grey outlines are the ground truth."
+            "Top row: ground truth (white boxes). Each further row: a strategy's best weights (its best "
+            "seed), detections with confidence ≥ 0.15 in the strategy's colour; grey outlines are the "
+            "ground truth."
         )
         parts.append(
             f"<figure class='card'>{_image(out_dir, figures['predictions'], caption)}"
@@ -175,9 +187,52 @@ def _table(
 
 
 def _results_table(table, colors: dict[str, str]) -> str:
+    """The mean ± std table. It fits 1400 px without a scrollbar: cells may break before "±" (never inside a
+    number), and the trainable-params column puts each phase on its own line."""
     header, rows, highlight = table
-    cells = [[_strategy(row[0], colors, bold=True), *(escape(cell) for cell in row[1:])] for row in rows]
-    return _table(header, cells, {0, len(header) - 1}, {cell: "win" for cell in highlight})
+    last = len(header) - 1
+    cells = [
+        [
+            _strategy(row[0], colors, bold=True),
+            *(_breakable(cell) for cell in row[1:last]),
+            _phases(row[last]),
+        ]
+        for row in rows
+    ]
+    styles = {cell: "win" for cell in highlight}
+    for r in range(len(rows)):
+        styles[(r, 0)], styles[(r, last)] = "nowrap", "phases"
+    return _table(header, cells, {0, last}, styles)
+
+
+def _breakable(cell: str) -> str:
+    """A table cell that may wrap only before ``±`` (``0.512 ± 0.013`` -> two lines at most)."""
+    return escape(cell).replace("± ", "±\u00a0")
+
+
+def _phases(cell: str) -> str:
+    """``frozen-backbone 0.72M → all 1.77M`` as one phase per line."""
+    parts = [escape(part).replace(" ", "\u00a0") for part in cell.split(" → ")]
+    return "<br>→\u00a0".join(parts)
+
+
+def _still_improving_notice(results: dict) -> str:
+    """A prominent warning when every finished run had its best epoch at its last one (the lead's
+    ``still_improving`` note in results.json when present, else computed from the runs)."""
+    note = results.get("still_improving")
+    done = [run for run in results["runs"] if run["status"] == "done"]
+    if note is None and done and all(_still_improving(run) for run in done):
+        note = "all runs were still improving at their last epoch: a longer budget may change the ranking."
+    if not note:
+        return ""
+    return f'<p class="notice" role="alert">⚠ {escape(note)}</p>'
+
+
+def _still_improving(run: dict) -> bool:
+    """The run's ``still_improving`` flag, else whether its best epoch (1-based) is its last."""
+    if run.get("still_improving") is not None:
+        return bool(run["still_improving"])
+    return bool(run["best"] and run["epochs"] and run["best"]["epoch"] == run["epochs"])
 
 
 def _winners_table(results: dict, colors: dict[str, str]) -> str:
@@ -194,6 +249,28 @@ def _winners_table(results: dict, colors: dict[str, str]) -> str:
         )  # fmt: skip
     head = ["metric", "winner", "runner-up", "margin", "seed spread (σ₁+σ₂)", "verdict"]
     return _table(head, rows, {0, 1, 2, 5}, {})
+
+
+def _paired_table(results: dict, colors: dict[str, str]) -> str:
+    """The paired comparison with the winner (per-seed differences, bootstrap interval), when results.json
+    has one."""
+    paired = results.get("paired")
+    if not paired:
+        return ""
+    rows = []
+    for other, c in paired["comparisons"].items():
+        low, high = c["interval95"]
+        per_seed = ", ".join(f"{d:+.3f}" for d in c["difference_per_seed"])
+        rows.append(
+            [_strategy(other, colors), escape(",".join(map(str, c["seeds"]))), per_seed,
+             f"{c['mean_difference']:+.3f}", f"[{low:+.3f}, {high:+.3f}]", escape(c["verdict"])]
+        )  # fmt: skip
+    title = (
+        f"<h2>Paired with the winner ({escape(paired['winner'])}) <small class='note'>bootstrap over "
+        f"{paired['images']} validation images</small></h2>"
+    )
+    head = ["strategy", "seeds", "winner − strategy per seed", "mean", "95% interval", "verdict"]
+    return title + _table(head, rows, {0, 5}, {})
 
 
 def _runs_table(results: dict, out_dir: Path, colors: dict[str, str]) -> str:

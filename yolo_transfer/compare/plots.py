@@ -1,7 +1,8 @@
 """The comparison's PNG plots: validation mAP against epoch and wall time, loss curves, cost bars.
 
-Every plot colours a strategy the same way; each seed is one line, and a diamond marks the first epoch of
-every new phase (where staged unfreezing switches). Uses matplotlib's object API (no pyplot state).
+Every plot colours a strategy the same way and draws it as the mean over its seeds with a min-max band (the
+legend names the seeds); a diamond marks the first epoch of every new phase (where staged unfreezing
+switches). results.csv epochs are 1-based. Uses matplotlib's object API (no pyplot state).
 """
 
 from __future__ import annotations
@@ -62,26 +63,40 @@ def _figure(ncols: int = 1, width: float = 7.5, height: float = 4.0) -> tuple[Fi
 
 
 def _plot_runs(ax, histories, colors, x_key: str, y_of) -> None:
-    """One line per run; the first run of each strategy carries the legend label."""
-    labelled = set()
+    """Per strategy: the mean over its seeds at each epoch with a min-max band; the legend names the seeds.
+
+    On the time axis a point sits at the seeds' mean wall time of that epoch. A diamond marks the first epoch
+    of every new phase (of the strategy's first run).
+    """
+    by_strategy: dict[str, list[tuple[dict, list[dict]]]] = {}
     for run, rows in histories:
-        strategy = run["strategy"]
-        xs = [row[x_key] + (1 if x_key == "epoch" else 0) for row in rows]
-        ys = [y_of(row) for row in rows]
-        label = None if strategy in labelled else strategy
-        labelled.add(strategy)
-        ax.plot(
-            xs, ys, color=colors[strategy], linewidth=1.8, alpha=0.9, label=label, marker="o", markersize=3
-        )
-        switches = [i for i in range(1, len(rows)) if rows[i]["phase"] != rows[i - 1]["phase"]]
+        by_strategy.setdefault(run["strategy"], []).append((run, rows))
+    for strategy, runs in by_strategy.items():
+        length = max(len(rows) for _, rows in runs)
+        xs, means, lows, highs = [], [], [], []
+        for index in range(length):  # seeds that stopped early drop out of the later epochs
+            present = [rows[index] for _, rows in runs if index < len(rows)]
+            values = [y_of(row) for row in present]
+            xs.append(sum(row[x_key] for row in present) / len(present))
+            means.append(sum(values) / len(values))
+            lows.append(min(values))
+            highs.append(max(values))
+        seeds = ", ".join(str(run["seed"]) for run, _ in runs)
+        label = f"{strategy} (seed{'s' if len(runs) > 1 else ''} {seeds})"
+        color = colors[strategy]
+        ax.plot(xs, means, color=color, linewidth=1.8, label=label, marker="o", markersize=3)
+        if len(runs) > 1:
+            ax.fill_between(xs, lows, highs, color=color, alpha=0.18, linewidth=0)
+        first = runs[0][1]
+        switches = [i for i in range(1, len(first)) if first[i]["phase"] != first[i - 1]["phase"]]
         ax.plot(
             [xs[i] for i in switches],
-            [ys[i] for i in switches],
+            [means[i] for i in switches],
             linestyle="none",
             marker="D",
             markersize=7,
             markerfacecolor="white",
-            markeredgecolor=colors[strategy],
+            markeredgecolor=color,
             markeredgewidth=1.8,
         )
 
@@ -91,7 +106,9 @@ def _curve_plot(histories, colors, x_key: str, path: Path, xlabel: str) -> None:
     _plot_runs(ax, histories, colors, x_key, lambda row: row["metrics/mAP_0.5:0.95"])
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation mAP50-95")
-    ax.set_title("Validation mAP50-95 (◇ = phase switch)", fontsize=11, loc="left")
+    ax.set_title(
+        "Validation mAP50-95: mean of seeds, band min-max (◇ = phase switch)", fontsize=11, loc="left"
+    )
     if histories:
         ax.legend(frameon=False, fontsize=9)
     fig.savefig(path)

@@ -16,6 +16,7 @@ from yolo_transfer.compare.gallery import pick_samples, write_prediction_grid
 from yolo_transfer.compare.html_report import render_html
 from yolo_transfer.compare.plots import strategy_colors, write_plots
 from yolo_transfer.compare.results import METRIC_BY_KEY, build_results
+from yolo_transfer.engine.image_stats import IMAGE_STATS_FILE, ImageStats
 from yolo_transfer.errors import YoloTransferError
 
 TABLE_COLUMNS = [
@@ -63,13 +64,14 @@ def table_rows(results: dict) -> tuple[list[str], list[list[str]], set[tuple[int
     rows, highlight = [], set()
     for r, (strategy, row) in enumerate(results["aggregate"].items()):
         runs = row["n_done"] + row["n_failed"]
-        epochs = sorted(
-            {run["epochs"] for run in results["runs"] if run["strategy"] == strategy and run["epochs"]}
-        )
+        own = [run for run in results["runs"] if run["strategy"] == strategy]
+        epochs = sorted({run["epochs"] for run in own if run["epochs"]})
+        improving = sum(bool(run.get("still_improving")) for run in own)
+        epochs_cell = ",".join(str(e) for e in epochs) or "-"
         cells = [
             strategy,
             f"{row['n_done']}/{runs}" + (f" ({row['n_failed']} failed)" if row["n_failed"] else ""),
-            ",".join(str(e) for e in epochs) or "-",
+            epochs_cell + (f" ({improving} still improving)" if improving else ""),
         ]
         for c, key in enumerate(columns):
             cells.append(format_stat(row[key], METRIC_BY_KEY[key].fmt))
@@ -107,6 +109,8 @@ def print_table(results: dict, console: Console) -> None:
     recommendation = results["recommendation"]
     if recommendation:
         console.print(f"[bold]Recommendation: {recommendation['strategy']}[/] — {recommendation['reason']}")
+    if results.get("still_improving"):
+        console.print(f"[bold yellow]Note:[/] {results['still_improving']}")
     for run in results["runs"]:
         if run["status"] != "done":
             console.print(f"[red]{run['strategy']} seed {run['seed']} failed:[/] {run['error']}")
@@ -116,7 +120,7 @@ def write_report(
     out_dir: Path, setting: dict, runs: list[dict], strategies: list[str], console: Console
 ) -> dict:
     """Write every report file into ``out_dir``, print the table and return the results document."""
-    results = build_results(setting, runs, strategies)
+    results = build_results(setting, runs, strategies, load_image_stats(out_dir, runs))
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     plots = write_plots(runs, results["aggregate"], out_dir, out_dir / "plots")
     grid, grid_note = _prediction_grid(results, out_dir)
@@ -129,6 +133,16 @@ def write_report(
     )
     print_table(results, console)
     return results
+
+
+def load_image_stats(out_dir: Path, runs: list[dict]) -> dict[str, dict[int, ImageStats]]:
+    """The best-epoch image statistics of every finished run that kept them: ``{strategy: {seed: stats}}``."""
+    stats: dict[str, dict[int, ImageStats]] = {}
+    for run in runs:
+        path = out_dir / run["dir"] / IMAGE_STATS_FILE
+        if run["status"] == "done" and path.is_file():
+            stats.setdefault(run["strategy"], {})[run["seed"]] = ImageStats.load(path)
+    return stats
 
 
 def _prediction_grid(results: dict, out_dir: Path) -> tuple[Path | None, str | None]:
@@ -147,7 +161,7 @@ def _prediction_grid(results: dict, out_dir: Path) -> tuple[Path | None, str | N
     from yolo_transfer.data import load_dataset
 
     try:
-        spec = load_dataset(setting["data"], val_fraction=setting["val_fraction"], seed=setting["seeds"][0])
+        spec = load_dataset(setting["data"], val_fraction=setting["val_fraction"], seed=setting["split_seed"])
         samples = pick_samples(spec.val)
         path = write_prediction_grid(
             weights,
@@ -170,6 +184,8 @@ def render_markdown(results: dict, figures: dict[str, str], grid_note: str | Non
     lines = ["# Strategy comparison", ""]
     if recommendation:
         lines += [f"**Recommendation: {recommendation['strategy']}** — {recommendation['reason']}", ""]
+    if results.get("still_improving"):
+        lines += [f"**Note:** {results['still_improving']}", ""]
     seeds = ", ".join(map(str, setting["seeds"]))
     lines += [
         f"- data: `{setting['data']}`",
@@ -194,6 +210,22 @@ def render_markdown(results: dict, figures: dict[str, str], grid_note: str | Non
         spread = "-" if w["spread"] is None else format(w["spread"], fmt)
         cells = [w["label"], w["winner"], w["runner_up"], format(w["margin"], fmt), spread, w["verdict"]]
         lines.append("| " + " | ".join(cells) + " |")
+    if paired := results.get("paired"):
+        lines += [
+            "",
+            f"## Paired with the winner ({paired['winner']}), bootstrap over {paired['images']} val images",
+            "",
+            "| strategy | seeds | winner − strategy per seed | mean | 95% interval | verdict |",
+            "|---|---|---|---|---|---|",
+        ]
+        for other, c in paired["comparisons"].items():
+            per_seed = ", ".join(f"{d:+.3f}" for d in c["difference_per_seed"])
+            low, high = c["interval95"]
+            seeds = ",".join(map(str, c["seeds"]))
+            lines.append(
+                f"| {other} | {seeds} | {per_seed} | {c['mean_difference']:+.3f} | "
+                f"[{low:+.3f}, {high:+.3f}] | {c['verdict']} |"
+            )
     lines += ["", "## Plots", ""]
     titles = {
         "map_vs_epoch": "mAP50-95 vs epoch",

@@ -3,7 +3,9 @@
 Each run is read from its ``summary.json`` (trainer contract in docs/ARCHITECTURE.md). A winner's margin
 *exceeds the seed spread* when the two strategies' mean ± std intervals do not overlap
 (``|mean_a - mean_b| > std_a + std_b``); otherwise it is *within noise*. With one seed per strategy the
-spread is unknown and the verdict says so.
+spread is unknown and the verdict says so. The recommendation rests on the paired comparison of
+compare/paired.py (per-seed differences to the winner and a bootstrap interval over validation images) when
+the runs kept their image statistics, and says which runs were still improving at their last epoch.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+
+from yolo_transfer.compare.paired import BETTER, RESAMPLES, paired_differences
+from yolo_transfer.engine.image_stats import ImageStats
 
 SCHEMA_VERSION = 1
 SINGLE_SEED = "single seed: spread unknown"
@@ -70,6 +75,7 @@ def read_run(strategy: str, seed: int, run_dir: Path, out_dir: Path, status: str
         "time_to_95pct_best_s": summary.get("time_to_95pct_best_s"),
         "peak_rss_mb": summary.get("peak_rss_mb"),
         "gpu_mem_mb": summary.get("gpu_mem_mb"),
+        "still_improving": summary.get("still_improving"),
         "phases": [
             {key: phase.get(key) for key in ("name", "trainable_params", "epochs_run", "end_reason")}
             for phase in summary.get("phases", [])
@@ -154,8 +160,12 @@ def _verdict(margin: float, spread: float | None) -> str:
     return EXCEEDS if margin > spread else WITHIN_NOISE
 
 
-def recommend(table: dict[str, dict], winners: list[dict]) -> dict | None:
-    """The strategy to use: best mean mAP50-95 (the cheapest on a tie), with a reason that says how sure."""
+def recommend(table: dict[str, dict], winners: list[dict], paired: dict | None = None) -> dict | None:
+    """The strategy to use: best mean mAP50-95 (the cheapest on a tie), with a reason that says how sure.
+
+    With a paired comparison the reason follows its numbers: a strategy counts as a tie only when its
+    interval around the difference to the winner includes zero, never when it lost by more than that.
+    """
     measured = [s for s, row in table.items() if row[HEADLINE]["mean"] is not None]
     if not measured:
         return None
@@ -169,6 +179,8 @@ def recommend(table: dict[str, dict], winners: list[dict]) -> dict | None:
             f"{cheapest} costs the least wall time ({table[cheapest]['wall_seconds']['mean']:.0f} s)."
         )
         return {"strategy": cheapest, "reason": reason}
+    if paired and paired["comparisons"]:
+        return _recommend_paired(table, paired)
     top, runner_up = headline["winner"], headline["runner_up"]
     top_stats = table[top][HEADLINE]
     mean = top_stats["mean"]
@@ -198,19 +210,82 @@ def recommend(table: dict[str, dict], winners: list[dict]) -> dict | None:
     return {"strategy": top, "reason": reason}
 
 
+def _recommend_paired(table: dict[str, dict], paired: dict) -> dict:
+    """The winner and, per other strategy, its paired difference and interval, in words."""
+    top, comparisons = paired["winner"], paired["comparisons"]
+    parts = []
+    for other, c in sorted(comparisons.items(), key=lambda item: item[1]["mean_difference"]):
+        low, high = c["interval95"]
+        seeds = len(c["seeds"])
+        lost = f", lower in all {seeds} seeds" if c["lost_every_seed"] and seeds > 1 else ""
+        verdict = "a real loss" if c["verdict"] == BETTER else "not separated by these images and seeds"
+        interval = f"95% interval {low:.3f} to {high:.3f}{lost}"
+        parts.append(f"{other} {c['mean_difference']:.3f} lower ({interval}): {verdict}")
+    tied = [top, *(s for s, c in comparisons.items() if c["verdict"] != BETTER)]
+    reason = (
+        f"{top} has the highest best mAP50-95 ({table[top][HEADLINE]['mean']:.3f}). Paired with it per seed, "
+        f"with a bootstrap over the {paired['images']} validation images: " + "; ".join(parts) + "."
+    )
+    if len(tied) > 1:
+        cheapest = _cheapest(table, tied)
+        if cheapest != top:
+            reason += (
+                f" Of the strategies not separated from {top}, {cheapest} costs the least wall time "
+                f"({table[cheapest]['wall_seconds']['mean']:.0f} s against "
+                f"{table[top]['wall_seconds']['mean']:.0f} s)."
+            )
+    return {"strategy": top, "reason": reason, "not_separated": tied[1:]}
+
+
+def still_improving_note(runs: list[dict]) -> str | None:
+    """A warning when runs had their best epoch at their last one (the budget cut them short)."""
+    done = [run for run in runs if run["status"] == "done"]
+    improving = [run for run in done if run.get("still_improving")]
+    if not improving:
+        return None
+    if len(improving) == len(done):
+        return "all runs were still improving at their last epoch: a longer budget may change the ranking."
+    names = ", ".join(f"{run['strategy']} s{run['seed']}" for run in improving)
+    return f"still improving at their last epoch (a longer budget may change their result): {names}."
+
+
 def _cheapest(table: dict[str, dict], strategies: list[str]) -> str:
     return min(strategies, key=lambda s: table[s]["wall_seconds"]["mean"] or float("inf"))
 
 
-def build_results(setting: dict, runs: list[dict], strategies: list[str]) -> dict:
-    """The whole results.json document."""
+def paired_comparison(table: dict[str, dict], image_stats: dict[str, dict[int, ImageStats]]) -> dict | None:
+    """The paired comparison of every strategy with the best one (best mean mAP50-95), or None."""
+    measured = [s for s, row in table.items() if row[HEADLINE]["mean"] is not None and s in image_stats]
+    if len(measured) < 2:
+        return None
+    winner = max(measured, key=lambda s: table[s][HEADLINE]["mean"])
+    comparisons = paired_differences({s: image_stats[s] for s in measured}, winner)
+    if not comparisons:
+        return None
+    images = next(iter(image_stats[winner].values())).n_images
+    return {
+        "metric": HEADLINE, "winner": winner, "images": images, "resamples": RESAMPLES,
+        "comparisons": comparisons,
+    }  # fmt: skip
+
+
+def build_results(
+    setting: dict,
+    runs: list[dict],
+    strategies: list[str],
+    image_stats: dict[str, dict[int, ImageStats]] | None = None,
+) -> dict:
+    """The whole results.json document; ``image_stats[strategy][seed]`` enables the paired comparison."""
     table = aggregate(runs, strategies)
     winners = decide_winners(table)
+    paired = paired_comparison(table, image_stats or {})
     return {
         "schema_version": SCHEMA_VERSION,
         "setting": setting,
         "runs": runs,
         "aggregate": table,
         "winners": winners,
-        "recommendation": recommend(table, winners),
+        "paired": paired,
+        "still_improving": still_improving_note(runs),
+        "recommendation": recommend(table, winners, paired),
     }

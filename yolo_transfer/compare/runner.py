@@ -24,8 +24,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from yolo_transfer.compare.budget import Budget, epochs_for_images, epochs_for_time
+from yolo_transfer.compare.parent_watch import end_with_parent
+from yolo_transfer.compare.run_counter import RunCounter
+from yolo_transfer.engine.budget import Budget, epochs_for_images
+from yolo_transfer.engine.outputs import run_lock
 from yolo_transfer.errors import ConfigError, YoloTransferError
+
+TIME_PROBE_OPTIONS = ("imgsz", "batch", "hyp", "device", "val_fraction", "split_seed")
 
 
 @dataclass(frozen=True)
@@ -65,13 +70,14 @@ def plan_epochs(spec: RunSpec) -> dict:
     elif spec.budget.kind == "images":
         plan = {"epochs": epochs_for_images(spec.budget, spec.n_train)}
     else:
+        from yolo_transfer.engine.cost import epochs_for_time
+
         epochs, probe = epochs_for_time(
-            spec.weights,
             spec.strategy,
-            spec.data,
-            seconds=spec.budget.max_seconds,
-            seed=spec.seed,
-            **{key: spec.options[key] for key in ("imgsz", "batch", "hyp", "device", "val_fraction")},
+            spec.budget.max_seconds,
+            weights=spec.weights,
+            data=spec.data,
+            **{key: spec.options[key] for key in TIME_PROBE_OPTIONS},
         )
         plan = {"epochs": epochs, "probe": probe}
     plan_path.write_text(json.dumps(plan, indent=2))
@@ -81,10 +87,15 @@ def plan_epochs(spec: RunSpec) -> dict:
 def execute_run(spec: RunSpec) -> RunOutcome:
     """Train one strategy with one seed; never raises (a failure becomes a ``failed`` outcome)."""
     start = time.perf_counter()
-    spec.run_dir.mkdir(parents=True, exist_ok=True)
     error_file = spec.run_dir / "error.txt"
-    error_file.unlink(missing_ok=True)
     with contextlib.ExitStack() as stack:
+        try:  # one process per run folder: another compare running this run now is refused
+            stack.enter_context(run_lock(spec.run_dir))
+        except YoloTransferError as err:
+            return RunOutcome(
+                spec.label, spec.seed, spec.run_dir, "failed", str(err), time.perf_counter() - start
+            )
+        error_file.unlink(missing_ok=True)
         if spec.log_file:
             log = stack.enter_context((spec.run_dir / "train.log").open("a"))
             stack.enter_context(contextlib.redirect_stdout(log))
@@ -143,11 +154,14 @@ def run_all(specs: list[RunSpec], *, jobs: int, backend: str, console: Console) 
     return sorted(skipped + outcomes, key=lambda outcome: order[(outcome.label, outcome.seed)])
 
 
-def _announce(outcome: RunOutcome, console: Console) -> RunOutcome:
+def _announce(outcome: RunOutcome, console: Console, counter: RunCounter) -> RunOutcome:
+    status = counter.finished()
     if outcome.status == "done":
-        console.print(f"[green]{outcome.label} seed {outcome.seed}: done[/] in {outcome.seconds:.0f} s")
+        console.print(
+            f"[green]{outcome.label} seed {outcome.seed}: done[/] in {outcome.seconds:.0f} s — {status}"
+        )
     elif outcome.status == "failed":
-        console.print(f"[red]{outcome.label} seed {outcome.seed}: failed[/] — {outcome.error}")
+        console.print(f"[red]{outcome.label} seed {outcome.seed}: failed[/] — {outcome.error} — {status}")
     return outcome
 
 
@@ -161,8 +175,9 @@ def _run_processes(specs: list[RunSpec], jobs: int, console: Console) -> list[Ru
         specs = [dataclasses.replace(spec, threads=threads, log_file=True) for spec in specs]
     fresh = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}  # 3.10 reuses worker processes
     context = multiprocessing.get_context("spawn")
-    outcomes = []
-    with ProcessPoolExecutor(max_workers=min(jobs, len(specs)), mp_context=context, **fresh) as pool:
+    outcomes, counter = [], RunCounter(len(specs))
+    workers = {"max_workers": min(jobs, len(specs)), "mp_context": context, **fresh}
+    with ProcessPoolExecutor(**workers, initializer=end_with_parent, initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(execute_run, spec): spec for spec in specs}
         for future in as_completed(futures):
             spec = futures[future]
@@ -172,7 +187,7 @@ def _run_processes(specs: list[RunSpec], jobs: int, console: Console) -> list[Ru
                 outcome = RunOutcome(
                     spec.label, spec.seed, spec.run_dir, "failed", f"worker process died: {err}"
                 )
-            outcomes.append(_announce(outcome, console))
+            outcomes.append(_announce(outcome, console, counter))
     return outcomes
 
 
@@ -189,7 +204,7 @@ def _run_ray(specs: list[RunSpec], console: Console) -> list[RunOutcome]:
     if started_here:
         ray.init(include_dashboard=False, logging_level="ERROR", configure_logging=False)
     try:
-        outcomes = []
+        outcomes, counter = [], RunCounter(len(specs))
         refs = {}
         for spec in specs:
             gpus = 1 if str(spec.options.get("device", "cpu")).startswith("cuda") else 0
@@ -204,7 +219,7 @@ def _run_ray(specs: list[RunSpec], console: Console) -> list[RunOutcome]:
                 outcome = ray.get(ready[0])
             except ray.exceptions.RayError as err:
                 outcome = RunOutcome(spec.label, spec.seed, spec.run_dir, "failed", f"Ray task failed: {err}")
-            outcomes.append(_announce(outcome, console))
+            outcomes.append(_announce(outcome, console, counter))
         return outcomes
     finally:
         if started_here:

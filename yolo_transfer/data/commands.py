@@ -13,8 +13,17 @@ from rich.console import Console
 from rich.table import Table
 
 from yolo_transfer.data.convert import write_yolo_dataset
-from yolo_transfer.data.formats import DatasetSpec, make_val_split, read_coco, read_dataset, read_voc
+from yolo_transfer.data.formats import (
+    DatasetSpec,
+    find_coco_jsons,
+    make_val_split,
+    read_coco,
+    read_coco_splits,
+    read_dataset,
+    read_voc,
+)
 from yolo_transfer.data.validate import LoadedDataset, validate_dataset
+from yolo_transfer.engine.outputs import ensure_writable_dir
 from yolo_transfer.errors import DataError
 
 COCO_AREA_LIMITS = (32**2, 96**2)  # small < 32^2 px <= medium < 96^2 px <= large, in original pixels
@@ -22,6 +31,7 @@ COCO_AREA_LIMITS = (32**2, 96**2)  # small < 32^2 px <= medium < 96^2 px <= larg
 
 def check_command(args: argparse.Namespace) -> int:
     """Validate DATA, print the summary and write DIR/report.json; exit 2 when nothing usable is left."""
+    ensure_writable_dir(args.out)
     data = validate_dataset(read_dataset(args.data, args.val_fraction))
     report_path = write_report(data, Path(args.out))
     print_summary(data)
@@ -33,13 +43,14 @@ def check_command(args: argparse.Namespace) -> int:
 def convert_command(args: argparse.Namespace) -> int:
     """Read a VOC folder or COCO json, validate it and write a YOLO dataset with data.yaml into --out."""
     src = Path(args.src)
-    if args.format == "voc" and not src.is_dir():
-        raise DataError(f"{src}: --format voc needs a folder (Annotations/ + JPEGImages/)")
-    if args.format == "coco" and src.suffix.lower() != ".json":
-        raise DataError(f"{src}: --format coco needs an instances .json file")
+    ensure_writable_dir(args.out)
     if not src.exists():
         raise DataError(f"{src}: not found")
-    spec: DatasetSpec = read_voc(src) if args.format == "voc" else read_coco(src)
+    if args.format == "voc" and not src.is_dir():
+        raise DataError(f"{src}: --format voc needs a folder holding Pascal VOC .xml annotations")
+    if args.format == "coco" and not (src.is_dir() or src.suffix.lower() == ".json"):
+        raise DataError(f"{src}: --format coco needs an instances .json file or a folder of them")
+    spec: DatasetSpec = read_voc(src) if args.format == "voc" else _read_coco_source(src)
     if not spec.splits.get("val"):
         make_val_split(spec, args.val_fraction, seed=0)
     data = validate_dataset(spec)
@@ -49,6 +60,15 @@ def convert_command(args: argparse.Namespace) -> int:
     write_report(data, Path(args.out))
     Console().print(f"wrote {data.report.counts['images']} images and {yaml_path}")
     return 0
+
+
+def _read_coco_source(src: Path) -> DatasetSpec:
+    if not src.is_dir():
+        return read_coco(src)
+    jsons = find_coco_jsons(src)
+    if not jsons:
+        raise DataError(f"{src}: no COCO instances .json in the folder, its annotations/ or split folders")
+    return read_coco_splits(src, jsons)
 
 
 def require_usable(data: LoadedDataset) -> None:

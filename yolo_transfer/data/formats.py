@@ -7,9 +7,12 @@ dataset description itself (yaml, VOC split lists, COCO json). `validate.py` che
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import numpy as np
 import yaml
@@ -60,12 +63,38 @@ def read_dataset(source: str | Path, val_fraction: float = 0.2, seed: int = 0) -
     elif path.suffix.lower() == ".json":
         spec = read_coco(path)
     elif path.is_dir():
-        spec = read_voc(path)
+        spec = read_folder(path)
     else:
         raise DataError(f"{path}: expected a data.yaml, a Pascal VOC folder or a COCO instances json")
     if not spec.splits.get("val"):
         make_val_split(spec, val_fraction, seed)
     return spec
+
+
+def read_folder(folder: Path) -> DatasetSpec:
+    """A dataset folder found by content: its YOLO yaml, else VOC xml under it, else its COCO json(s)."""
+    yamls = [p for p in sorted(folder.glob("*.y*ml")) if p.suffix in (".yaml", ".yml") and _is_data_yaml(p)]
+    if len(yamls) == 1:
+        return read_yolo_yaml(yamls[0])
+    annotations = find_voc_annotations(folder)
+    if annotations:
+        return read_voc(folder, annotations)
+    jsons = find_coco_jsons(folder)
+    if jsons:
+        return read_coco_splits(folder, jsons)
+    several = f" ({len(yamls)} dataset yaml files: pass one)" if yamls else ""
+    raise DataError(
+        f"{folder}: no dataset found{several}: looked for a data.yaml (YOLO), Pascal VOC .xml annotations "
+        "and a COCO instances .json"
+    )
+
+
+def _is_data_yaml(path: Path) -> bool:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "train" in data
 
 
 def make_val_split(spec: DatasetSpec, val_fraction: float, seed: int) -> None:
@@ -203,70 +232,126 @@ def _read_image_list(list_file: Path, root: Path) -> list[Path]:
 
 # ----------------------------------------------------------------------------------------------- Pascal VOC
 
+SPLIT_WORDS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 
-def read_voc(folder: Path) -> DatasetSpec:
-    """A Pascal VOC folder (Annotations/ + JPEGImages/ or images/, optional ImageSets/Main split lists).
 
-    `folder` may also be a parent holding such folders (e.g. VOCdevkit/); their splits are concatenated.
-    Class names are the sorted set of object names in the xml files.
+@dataclass(frozen=True)
+class VocAnnotation:
+    """One Pascal VOC xml: the image its ``<filename>`` names and its object names (empty when malformed)."""
+
+    xml: Path
+    filename: str
+    names: frozenset[str]
+
+
+def find_voc_annotations(folder: Path) -> list[VocAnnotation]:
+    """Every xml under `folder` whose root element is ``<annotation>`` (VOC), wherever it lies.
+
+    A malformed xml is kept when it lies next to VOC ones, so that validation reports it.
     """
-    roots = (
-        [folder] if _voc_dirs(folder) else sorted(d for d in folder.iterdir() if d.is_dir() and _voc_dirs(d))
-    )
-    if not roots:
-        raise DataError(
-            f"{folder}: no data.yaml, and not a Pascal VOC folder (Annotations/ + JPEGImages/ or images/)"
-        )
-    splits: dict[str, list[RawSample]] = {}
+    found, malformed = [], []
+    for xml in sorted(folder.resolve().rglob("*.xml")):
+        try:
+            root = ET.parse(xml).getroot()
+        except (ET.ParseError, OSError):
+            malformed.append(VocAnnotation(xml, "", frozenset()))
+            continue
+        if root.tag == "annotation":
+            names = frozenset((o.findtext("name") or "").strip() for o in root.iter("object")) - {""}
+            found.append(VocAnnotation(xml, (root.findtext("filename") or "").strip(), names))
+    voc_dirs = {a.xml.parent for a in found}
+    return sorted(found + [m for m in malformed if m.xml.parent in voc_dirs], key=lambda a: a.xml)
+
+
+def read_voc(folder: Path, annotations: list[VocAnnotation] | None = None) -> DatasetSpec:
+    """Pascal VOC found by content: the ``<annotation>`` xml files anywhere under `folder`.
+
+    Covers Annotations/ + JPEGImages/ (also VOCdevkit/ with several years), annots/ or labels/ next to
+    images/, and xml next to the images (Kaggle, Roboflow exports). An xml's image is the one with the same
+    stem, else the one its ``<filename>`` names; among several, the one sharing the most folder names with the
+    xml. Splits come from ImageSets/Main lists next to the annotation folder, else from train/val/test folder
+    names in the image's path; the rest is train. Images without an xml in a folder of annotated images are
+    backgrounds. Class names are the sorted object names.
+    """
+    folder = folder.resolve()
+    annotations = find_voc_annotations(folder) if annotations is None else annotations
+    if not annotations:
+        raise DataError(f"{folder}: no Pascal VOC annotations (.xml files with an <annotation> root) found")
+    images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in LISTED_SUFFIXES and p.is_file())
+    by_stem: dict[str, list[Path]] = defaultdict(list)
+    by_name: dict[str, list[Path]] = defaultdict(list)
+    for image in images:
+        by_stem[image.stem].append(image)
+        by_name[image.name].append(image)
     orphans: list[tuple[Path, str]] = []
-    names: set[str] = set()
-    for root in roots:
-        ann_dir, img_dir = _voc_dirs(root)
-        for split, samples in _voc_splits(root, ann_dir, img_dir, orphans).items():
-            splits.setdefault(split, []).extend(samples)
-        names |= _voc_names(ann_dir)
+    label_of: dict[Path, Path] = {}
+    for annotation in annotations:
+        image = _voc_image(annotation, by_stem, by_name)
+        if image is None:
+            orphans.append((annotation.xml, "annotation without an image"))
+        elif image in label_of:
+            orphans.append((annotation.xml, f"a second annotation of {image.name} (left out)"))
+        else:
+            label_of[image] = annotation.xml
+    annotated_dirs = {image.parent for image in label_of}
+    samples = [RawSample(image, label_of.get(image)) for image in images if image.parent in annotated_dirs]
+    names = sorted(set().union(*(a.names for a in annotations)))
     if not names:
         raise DataError(f"{folder}: no object names found in the VOC annotations")
-    return DatasetSpec(sorted(names), folder.resolve(), folder.resolve(), "voc", splits, orphans=orphans)
+    return DatasetSpec(names, folder, folder, "voc", _voc_splits(folder, samples, orphans), orphans=orphans)
 
 
-def _voc_dirs(root: Path) -> tuple[Path, Path] | None:
-    ann = next((root / d for d in ("Annotations", "annotations") if (root / d).is_dir()), None)
-    img = next((root / d for d in ("JPEGImages", "images") if (root / d).is_dir()), None)
-    return (ann, img) if ann and img else None
+def _voc_image(
+    annotation: VocAnnotation, by_stem: dict[str, list[Path]], by_name: dict[str, list[Path]]
+) -> Path | None:
+    named = PureWindowsPath(annotation.filename).name  # also strips a Windows or POSIX folder
+    candidates = by_stem.get(annotation.xml.stem) or by_name.get(named) or by_stem.get(Path(named).stem, [])
+    xml_folders = set(annotation.xml.parent.parts)
+    return max(candidates, key=lambda image: len(xml_folders & set(image.parent.parts)), default=None)
 
 
-def _voc_splits(root: Path, ann_dir: Path, img_dir: Path, orphans: list) -> dict[str, list[RawSample]]:
-    images = {p.stem: p for p in sorted(img_dir.iterdir()) if p.suffix.lower() in LISTED_SUFFIXES}
-    xmls = {p.stem: p for p in sorted(ann_dir.glob("*.xml"))}
-    orphans += [(xml, "annotation without an image") for stem, xml in xmls.items() if stem not in images]
+def _voc_splits(folder: Path, samples: list[RawSample], orphans: list) -> dict[str, list[RawSample]]:
+    """Split by the ImageSets/Main lists of each VOC root (listed ids only), else by folder names."""
+    by_root: dict[Path, list[RawSample]] = defaultdict(list)
+    for sample in samples:  # the folder above the image folder (never above `folder`) may hold ImageSets/
+        by_root[sample.image.parent.parent if sample.image.parent != folder else folder].append(sample)
+    splits: dict[str, list[RawSample]] = {}
+    for root, root_samples in by_root.items():
+        lists = _voc_split_lists(root)
+        if not lists:
+            for sample in root_samples:
+                splits.setdefault(_split_of(sample.image.parent.relative_to(folder).parts), []).append(sample)
+            continue
+        by_id = {sample.image.stem: sample for sample in root_samples}
+        for split, list_file in lists.items():
+            lines = list_file.read_text(encoding="utf-8").splitlines()
+            for image_id in (line.split()[0] for line in lines if line.strip()):
+                if image_id in by_id:
+                    splits.setdefault(split, []).append(by_id[image_id])
+                else:
+                    orphans.append((list_file, f"id {image_id} has no image"))
+    return splits
+
+
+def _voc_split_lists(root: Path) -> dict[str, Path]:
     sets_dir = root / "ImageSets" / "Main"
     lists = {s: sets_dir / f"{s}.txt" for s in SPLITS if (sets_dir / f"{s}.txt").is_file()}
     if "train" not in lists and (sets_dir / "trainval.txt").is_file():
         lists["train"] = sets_dir / "trainval.txt"
-    if not lists:
-        return {"train": [RawSample(img, xmls.get(stem)) for stem, img in images.items()]}
-    splits = {}
-    for split, list_file in lists.items():
-        ids = [line.split()[0] for line in list_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        splits[split] = []
-        for image_id in ids:
-            if image_id in images:
-                splits[split].append(RawSample(images[image_id], xmls.get(image_id)))
-            else:
-                orphans.append((list_file, f"id {image_id} has no image"))
-    return splits
+    return lists
 
 
-def _voc_names(ann_dir: Path) -> set[str]:
-    names = set()
-    for xml in ann_dir.glob("*.xml"):
-        try:
-            names |= {(o.findtext("name") or "").strip() for o in ET.parse(xml).getroot().iter("object")}
-        except ET.ParseError:
-            continue  # reported per file by validation
-    names.discard("")
-    return names
+def _split_of(words: Iterable[str]) -> str:
+    """The split a path's folder names (or a file name's words) name: train/val/valid/test/...; else train."""
+    return next((SPLIT_WORDS[w.lower()] for w in words if w.lower() in SPLIT_WORDS), "train")
 
 
 def parse_voc_xml(xml_path: Path, names: list[str]) -> tuple[np.ndarray, tuple[int, int] | None]:
@@ -314,12 +399,17 @@ def read_coco(json_path: Path) -> DatasetSpec:
         names = [str(c["name"]) for c in categories]
         files = {im["id"]: str(im["file_name"]) for im in data["images"]}
         rows: dict = {image_id: [] for image_id in files}
-        n_crowd = 0
+        n_crowd, orphans, bad_category = 0, [], {}
         for ann in data.get("annotations", []):
             if ann.get("iscrowd"):
                 n_crowd += 1
-            elif ann["image_id"] in rows:
-                rows[ann["image_id"]].append([class_index.get(ann.get("category_id"), -1), *_coco_xyxy(ann)])
+            elif ann["image_id"] not in rows:
+                reason = f"annotation {ann.get('id')}: image_id {ann['image_id']} has no image in the json"
+                orphans.append((json_path.resolve(), reason))
+            elif ann.get("category_id") not in class_index:  # the image is skipped, not half-labelled
+                bad_category.setdefault(ann["image_id"], ann.get("category_id"))
+            else:
+                rows[ann["image_id"]].append([class_index[ann["category_id"]], *_coco_xyxy(ann)])
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
         raise DataError(f"{json_path}: not a COCO instances json ({type(err).__name__}: {err})") from None
     image_dir = _coco_image_dir(json_path, list(files.values()))
@@ -330,9 +420,16 @@ def read_coco(json_path: Path) -> DatasetSpec:
             np.array(rows[i], np.float64).reshape(-1, 5),
         )
         for i in files
+        if i not in bad_category
+    ]
+    orphans += [
+        ((image_dir / files[i]).resolve(), f"annotations: category_id {category} is not among the categories")
+        for i, category in bad_category.items()
     ]
     notes = [f"{n_crowd} crowd annotations left out"] if n_crowd else []
-    return DatasetSpec(names, image_dir.resolve(), json_path.resolve(), "coco", {"train": samples}, notes)
+    return DatasetSpec(
+        names, image_dir.resolve(), json_path.resolve(), "coco", {"train": samples}, notes, orphans
+    )
 
 
 def _coco_xyxy(annotation: dict) -> list[float]:
@@ -356,3 +453,36 @@ def _coco_image_dir(json_path: Path, file_names: list[str]) -> Path:
     raise DataError(
         f"{json_path}: cannot find image '{file_names[0]}' next to the json, in images/ or {split}/"
     )
+
+
+def find_coco_jsons(folder: Path) -> dict[str, Path]:
+    """COCO json files of a folder by split: in it, in annotations/, or one per split folder (Roboflow).
+
+    Names with ``instances`` or ``coco`` are preferred (COCO's annotations/ also holds captions, keypoints);
+    the split is a word of the file name (``instances_val2017``) or its folder (``valid/``), else train.
+    """
+    found = sorted({*folder.glob("*.json"), *folder.glob("*/*.json")})
+    found = [p for p in found if "instances" in p.name or "coco" in p.name.lower()] or found
+    by_split: dict[str, list[Path]] = defaultdict(list)
+    for json_path in found:
+        folders = json_path.relative_to(folder).parent.parts
+        words = [*re.split(r"[^a-z]+", json_path.stem.lower()), *folders]
+        by_split[_split_of(words)].append(json_path)
+    for split, paths in by_split.items():
+        if len(paths) > 1:
+            listed = ", ".join(p.name for p in paths)
+            raise DataError(f"{folder}: {len(paths)} COCO json files for {split} ({listed}): pass one")
+    return {split: paths[0] for split, paths in by_split.items()}
+
+
+def read_coco_splits(folder: Path, jsons: dict[str, Path]) -> DatasetSpec:
+    """One COCO json per split (same categories) read as one dataset rooted at `folder`."""
+    specs = {split: read_coco(json_path) for split, json_path in jsons.items()}
+    first_split, first = next(iter(specs.items()))
+    for split, spec in specs.items():
+        if spec.names != first.names:
+            raise DataError(f"{jsons[split]}: its categories differ from those of {jsons[first_split]}")
+    notes = [f"{split}: {note}" for split, spec in specs.items() for note in spec.notes]
+    splits = {split: spec.splits["train"] for split, spec in specs.items()}
+    orphans = [orphan for spec in specs.values() for orphan in spec.orphans]
+    return DatasetSpec(first.names, folder.resolve(), folder.resolve(), "coco", splits, notes, orphans)

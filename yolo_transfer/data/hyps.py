@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import yaml
@@ -39,6 +40,9 @@ def load_hyp(name_or_path: str | Path | dict | None = "low", **overrides: float 
     for key, value in hyp.items():
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"hyp '{name_or_path}': {key} must be a number, got {value!r}")
+        if not math.isfinite(value) or value < 0 or (key == "lr0" and value == 0):
+            bound = "> 0" if key == "lr0" else ">= 0"
+            raise ConfigError(f"hyp '{name_or_path}': {key} must be a finite number {bound}, got {value!r}")
     return hyp
 
 

@@ -3,12 +3,15 @@
 Every image is decoded once (OpenCV, EXIF orientation applied) and every label checked; a file that cannot be
 used is skipped and named in the report with its reason, a file that needed a fix is named with the fix.
 Results are cached under ``$YOLO_TRANSFER_CACHE`` (or ``~/.cache/yolo-transfer``), keyed per file on size and
-mtime, so a changed file is checked again and nothing is ever written into the dataset.
+mtime, so a changed file is checked again and nothing is ever written into the dataset: a JPEG whose end is
+missing is decoded and re-saved (as the reference does in place) into ``<cache>/repaired/``, and its sample
+points there.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -18,7 +21,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
+from rich.progress import track
 
 from yolo_transfer.data.formats import (
     IMAGE_SUFFIXES,
@@ -30,12 +34,14 @@ from yolo_transfer.data.formats import (
 )
 from yolo_transfer.errors import DataError, LabelError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 CLIP_TOLERANCE = 0.02  # box edges up to this far outside [0, 1] are clipped; further out the file is rejected
 MIN_IMAGE_SIDE = 10
 MIN_BOX_SIZE = 1e-6  # normalised; smaller sides are zero for all purposes (and in float32)
 DECODABLE_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP"}
 GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+JPEG_END = b"\xff\xd9"
+MIN_DECODED_FRACTION = 0.9  # a truncated JPEG is repaired when its data reaches this far into the image
 
 
 @dataclass(frozen=True)
@@ -107,13 +113,21 @@ def load_dataset(source: str | Path, val_fraction: float = 0.2, seed: int = 0) -
     return data
 
 
+PROGRESS_MIN_IMAGES = 2000  # datasets this large get a progress bar with ETA while they are checked
+
+
 def validate_dataset(spec: DatasetSpec, cache_dir: Path | None = None) -> LoadedDataset:
     """Check every sample of every split of `spec` (cached per file) and count what is left."""
-    cache_file = (cache_dir or default_cache_dir()) / "validation" / f"{_dataset_key(spec)}.json"
+    cache_dir = cache_dir or default_cache_dir()
+    cache_file = cache_dir / "validation" / f"{_dataset_key(spec)}.json"
     cached = _read_cache(cache_file)
     raw = [(split, s) for split in SPLITS for s in spec.splits.get(split, [])]
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        entries = list(pool.map(lambda item: _cached_check(item[1], spec.names, cached), raw))
+        checks = pool.map(
+            lambda item: _cached_check(item[1], spec.names, cached, cache_dir / "repaired"), raw
+        )
+        quiet = len(raw) < PROGRESS_MIN_IMAGES  # a bar with ETA only where checking takes a while
+        entries = list(track(checks, "checking images", total=len(raw), transient=True, disable=quiet))
     _write_cache(cache_file, {str(s.image): e for (_, s), e in zip(raw, entries, strict=True)})
 
     report = ValidationReport(spec.names, notes=list(spec.notes))
@@ -127,7 +141,8 @@ def validate_dataset(spec: DatasetSpec, cache_dir: Path | None = None) -> Loaded
         report.repaired += entry["repairs"]
         label_states[entry["label_state"]] = label_states.get(entry["label_state"], 0) + 1
         labels = np.array(entry["labels"], dtype=np.float32).reshape(-1, 5)
-        splits[split].append(Sample(raw_sample.image, labels, entry["width"], entry["height"]))
+        image = Path(entry.get("repaired_image") or raw_sample.image)
+        splits[split].append(Sample(image, labels, entry["width"], entry["height"]))
     report.counts = _count(splits, spec.names, label_states)
     return LoadedDataset(
         spec.names, spec.root, spec.source, splits["train"], splits["val"], splits["test"], report
@@ -141,10 +156,13 @@ def default_cache_dir() -> Path:
 # ----------------------------------------------------------------------------------------------- one sample
 
 
-def check_sample(raw: RawSample, names: list[str]) -> dict:
-    """Validate one image and its labels -> a json-able cache entry (``skip`` or labels/size/repairs)."""
+def check_sample(raw: RawSample, names: list[str], repair_dir: Path) -> dict:
+    """Validate one image and its labels -> a json-able cache entry (``skip`` or labels/size/repairs).
+
+    ``repaired_image`` is set when the pixels come from a repaired copy under `repair_dir`.
+    """
     try:
-        width, height, image_repairs = check_image(raw.image)
+        width, height, image_repairs, pixels = check_image(raw.image, repair_dir)
     except DataError as err:
         return {"skip": {"file": str(raw.image), "reason": str(err)}}
     except OSError as err:
@@ -168,13 +186,16 @@ def check_sample(raw: RawSample, names: list[str]) -> dict:
         "height": height,
         "repairs": repairs,
         "label_state": state,
+        "repaired_image": str(pixels) if pixels != raw.image else None,
     }
 
 
-def check_image(path: Path) -> tuple[int, int, list[str]]:
-    """Decode an image as the loader will; return its (width, height) and the conversions it needs.
+def check_image(path: Path, repair_dir: Path) -> tuple[int, int, list[str], Path]:
+    """Decode an image as the loader will; return its (width, height), the conversions it needs and the file
+    whose pixels the loader reads (`path`, or the repaired copy of a truncated JPEG under `repair_dir`).
 
-    Raises DataError (reason only) for a missing, zero-byte, unsupported, truncated, undecodable or tiny file.
+    Raises DataError (reason only) for a missing, zero-byte, unsupported, undecodable or tiny file, and for a
+    JPEG with too much of its end missing.
     """
     if not path.is_file():
         raise DataError("image not found")
@@ -182,8 +203,10 @@ def check_image(path: Path) -> tuple[int, int, list[str]]:
         raise DataError("zero-byte file")
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise DataError(f"unsupported image format '{path.suffix}'")
+    pixels, repairs = path, []
     if _is_truncated_jpeg(path):
-        raise DataError("truncated JPEG (no end-of-image marker)")
+        pixels = repair_truncated_jpeg(path, repair_dir)
+        repairs.append("truncated JPEG (no end-of-image marker): decoded and re-saved into the cache")
     try:
         with Image.open(path) as im:
             if im.format not in DECODABLE_FORMATS:
@@ -191,13 +214,12 @@ def check_image(path: Path) -> tuple[int, int, list[str]]:
             mode, orientation = im.mode, im.getexif().get(0x0112, 1)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise DataError("unreadable image (not a known image format)") from None
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)  # EXIF orientation applied
+    image = cv2.imread(str(pixels), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)  # EXIF orientation applied
     if image is None:
         raise DataError("unreadable image (decoding failed)")
     height, width = image.shape[:2]
     if min(width, height) < MIN_IMAGE_SIDE:
         raise DataError(f"image too small ({width}x{height}, both sides must be >= {MIN_IMAGE_SIDE} px)")
-    repairs = []
     if orientation not in (1, None):
         repairs.append(f"EXIF orientation {orientation} applied")
     if image.dtype != np.uint8:
@@ -208,7 +230,57 @@ def check_image(path: Path) -> tuple[int, int, list[str]]:
         repairs.append(f"{mode} image converted to RGB (alpha dropped)")
     elif mode not in ("RGB", "P", "YCbCr"):
         repairs.append(f"{mode} image converted to RGB")
-    return width, height, repairs
+    return width, height, repairs, pixels
+
+
+def repair_truncated_jpeg(path: Path, repair_dir: Path) -> Path:
+    """Decode a JPEG whose end is missing and re-save it (quality 100, EXIF orientation applied, as the
+    reference does in place) as ``repair_dir/<hash of path>/<name>``; return that copy.
+
+    Raises DataError when it cannot be decoded or its data stops before MIN_DECODED_FRACTION of the image.
+    """
+    data = path.read_bytes()
+    try:
+        fraction = _decoded_fraction(data)
+        with Image.open(io.BytesIO(data + JPEG_END)) as im:
+            image = ImageOps.exif_transpose(im)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise DataError("truncated JPEG that cannot be decoded") from None
+    if fraction < MIN_DECODED_FRACTION:
+        raise DataError(f"truncated JPEG: its data stops {fraction:.0%} into the image")
+    out = repair_dir / hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16] / path.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".tmp", delete=False) as f:
+        image.save(f, "JPEG", quality=100, subsampling=0)
+    os.replace(f.name, out)
+    return out
+
+
+def _decoded_fraction(data: bytes, cell: int = 16) -> float:
+    """How far (0-1, in raster order of 16 px cells) the data of a truncated JPEG reaches into the image.
+
+    The decoder fills what is missing from the last block it read, so dropping a few more bytes changes the
+    image only from where the data stops: the first changed cell marks it (1.0 when nothing changes). A pixel
+    counts as changed only when the one above it changed too: chroma upsampling blurs a change one row up.
+    """
+    decoded = np.asarray(_decode_jpeg(data))
+    for drop in (8, 64, 512):
+        changed = (decoded != np.asarray(_decode_jpeg(data[:-drop]))).reshape(*decoded.shape[:2], -1).any(2)
+        changed[1:] &= changed[:-1].copy()
+        changed[0] = False
+        if changed.any():
+            rows, cols = -(-changed.shape[0] // cell), -(-changed.shape[1] // cell)
+            padded = np.zeros((rows * cell, cols * cell), bool)
+            padded[: changed.shape[0], : changed.shape[1]] = changed
+            return int(np.argmax(padded.reshape(rows, cell, cols, cell).any((1, 3)))) / (rows * cols)
+    return 1.0
+
+
+def _decode_jpeg(data: bytes) -> Image.Image:
+    """Decode JPEG bytes whose end is missing: an end-of-image marker is added."""
+    with Image.open(io.BytesIO(data + JPEG_END)) as im:
+        im.load()
+        return im.copy()
 
 
 def parse_label_text(text: str, nc: int, source: str = "") -> tuple[np.ndarray, list[str]]:
@@ -318,12 +390,17 @@ def _file_stat(path: Path | None) -> list[int]:
     return [st.st_size, st.st_mtime_ns] if st else [-1, -1]
 
 
-def _cached_check(raw: RawSample, names: list[str], cached: dict) -> dict:
+def _cached_check(raw: RawSample, names: list[str], cached: dict, repair_dir: Path) -> dict:
     stat = _file_stat(raw.image) + _file_stat(raw.label_file)
     hit = cached.get(str(raw.image))
-    if hit is not None and hit.get("stat") == stat and hit.get("label_file") == str(raw.label_file):
+    if (
+        hit is not None
+        and hit.get("stat") == stat
+        and hit.get("label_file") == str(raw.label_file)
+        and (not hit.get("repaired_image") or Path(hit["repaired_image"]).is_file())
+    ):
         return hit
-    return {**check_sample(raw, names), "stat": stat, "label_file": str(raw.label_file)}
+    return {**check_sample(raw, names, repair_dir), "stat": stat, "label_file": str(raw.label_file)}
 
 
 def _dataset_key(spec: DatasetSpec) -> str:

@@ -6,13 +6,19 @@ activation memory a training batch holds. A frozen prefix run under ``no_grad`` 
 phases get bigger batches. The per-image figure is doubled for the transient tensors of the backward pass and
 added to the weights, gradients and two optimizer buffers per trainable parameter.
 
-Budget: on CUDA 80% of the free device memory; on CPU a quarter of the available RAM (``MemAvailable``).
+Budget: on CUDA 80% of the free device memory; otherwise a quarter of the available RAM: ``MemAvailable`` of
+/proc/meminfo on Linux (free plus reclaimable page cache), free plus inactive pages of ``vm_stat`` on macOS
+(as psutil counts it), free pages elsewhere.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -21,13 +27,38 @@ MAX_AUTO_BATCH = 64  # the nominal batch: larger batches only lower the number o
 BACKWARD_FACTOR = 2.0
 CPU_RAM_FRACTION = 0.25
 CUDA_FREE_FRACTION = 0.8
+MEMINFO = Path("/proc/meminfo")
 
 
 def memory_budget_bytes(device: torch.device) -> int:
+    """Bytes a training batch may use on `device`."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * CUDA_FREE_FRACTION)
-    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * CPU_RAM_FRACTION)
+    return int(available_ram_bytes() * CPU_RAM_FRACTION)
+
+
+def available_ram_bytes(meminfo: Path = MEMINFO, platform: str = sys.platform) -> int:
+    """RAM that can be used without swapping (see the module docstring for where it is read)."""
+    if meminfo.is_file():
+        match = re.search(r"^MemAvailable:\s+(\d+) kB", meminfo.read_text(), re.MULTILINE)
+        if match:  # absent only on kernels older than 3.14
+            return int(match.group(1)) * 1024
+    if platform == "darwin":
+        return vm_stat_available_bytes(subprocess.run(["vm_stat"], capture_output=True, text=True).stdout)
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def vm_stat_available_bytes(vm_stat_output: str) -> int:
+    """Free plus inactive pages, times the page size, from macOS ``vm_stat`` output."""
+    page_size = re.search(r"page size of (\d+) bytes", vm_stat_output)
+    pages = {
+        key: re.search(rf"^Pages {key}:\s+(\d+)", vm_stat_output, re.MULTILINE)
+        for key in ("free", "inactive")
+    }
+    if page_size is None or None in pages.values():
+        raise OSError("cannot read the available memory from vm_stat")
+    return sum(int(match.group(1)) for match in pages.values()) * int(page_size.group(1))
 
 
 def activation_bytes_per_image(

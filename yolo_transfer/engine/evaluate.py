@@ -19,7 +19,9 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from yolo_transfer.data import build_dataloader, load_dataset, load_hyp
+from yolo_transfer.deploy.runtime import load_inference_model
 from yolo_transfer.engine.device import select_device
+from yolo_transfer.engine.inference_size import inference_imgsz
 from yolo_transfer.engine.metrics import (
     ClassMetrics,
     ConfusionMatrix,
@@ -27,12 +29,13 @@ from yolo_transfer.engine.metrics import (
     coco_metrics,
     match_predictions,
 )
-from yolo_transfer.engine.plots import plot_confusion_matrix, plot_pr_curve
+from yolo_transfer.engine.outputs import ensure_writable_dir
+from yolo_transfer.engine.plots import plot_confusion_matrix, plot_f1_curve, plot_pr_curve
 from yolo_transfer.engine.postprocess import non_max_suppression, scale_boxes
 from yolo_transfer.errors import ConfigError, DataError
-from yolo_transfer.models import load_model
 
 PR_CURVE_PNG = "pr_curve.png"
+F1_CURVE_PNG = "f1_curve.png"
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"
 
 
@@ -49,13 +52,15 @@ def evaluate(
     compute_loss=None,
     plots_dir: str | Path | None = None,
     progress: bool = False,
+    image_stats: bool = False,
 ) -> dict:
     """Metrics of ``model`` on ``loader`` (which yields images, targets, paths, shapes).
 
     Returns ``precision, recall, map50, map50_95`` (reference style), ``coco`` {AP, AP50, AP75, APs, APm,
     APl}, ``per_class`` [{class_id, name, images, instances, precision, recall, map50, map50_95}],
     ``images``, ``instances``, and ``loss`` [box, obj, cls] (mean over batches) when ``compute_loss`` is
-    given. Writes PR-curve and confusion-matrix PNGs to ``plots_dir`` when given. The model is moved to
+    given, and ``image_stats`` (:meth:`DetectionStats.image_arrays`, for paired bootstraps over images) when
+    asked. Writes PR-curve and confusion-matrix PNGs to ``plots_dir`` when given. The model is moved to
     ``device`` and evaluated in eval mode; the train/eval mode of each of its modules is restored after.
     """
     device = torch.device(device)
@@ -91,10 +96,13 @@ def evaluate(
     }
     if compute_loss is not None:
         metrics["loss"] = (loss / max(len(loader), 1)).tolist()
+    if image_stats:
+        metrics["image_stats"] = stats.image_arrays()
     if plots_dir is not None:
         plots_dir = Path(plots_dir)
         plots_dir.mkdir(parents=True, exist_ok=True)
         plot_pr_curve(per_class, names, plots_dir / PR_CURVE_PNG)
+        plot_f1_curve(per_class, names, plots_dir / F1_CURVE_PNG)
         plot_confusion_matrix(stats.confusion.matrix, names, plots_dir / CONFUSION_MATRIX_PNG)
     return metrics
 
@@ -122,6 +130,19 @@ class DetectionStats:
         return ap_per_class(
             np.concatenate(self.true_positives), detections[:, 4], detections[:, 5], labels[:, 0]
         )
+
+    def image_arrays(self) -> dict[str, np.ndarray]:
+        """Matched detections and label classes of all images, with per-image counts to cut them apart."""
+        detections = [image["detections"] for image in self.images]
+        labels = [image["labels"] for image in self.images]
+        return {
+            "tp": np.concatenate(self.true_positives).astype(bool),
+            "conf": np.concatenate([d[:, 4] for d in detections]).astype(np.float32),
+            "pred_cls": np.concatenate([d[:, 5] for d in detections]).astype(np.int32),
+            "detections_per_image": np.array([len(d) for d in detections], dtype=np.int64),
+            "label_cls": np.concatenate([lab[:, 0] for lab in labels]).astype(np.int32),
+            "labels_per_image": np.array([len(lab) for lab in labels], dtype=np.int64),
+        }
 
     def class_rows(self, per_class: ClassMetrics, names: list[str]) -> dict:
         """``images`` and ``instances`` in total, and the ``per_class`` rows of the classes with labels."""
@@ -179,12 +200,16 @@ def metrics_table(metrics: dict) -> Table:
 
 def val_command(args) -> int:
     """``yolo-transfer val``: evaluate weights on a split; print the table, write metrics.json and plots."""
-    if args.imgsz % 32:
+    if args.imgsz is not None and args.imgsz % 32:
         raise ConfigError(f"--imgsz {args.imgsz}: must be a multiple of 32")
     if args.batch < 1:
         raise ConfigError(f"--batch {args.batch}: must be at least 1")
+    ensure_writable_dir(args.out)
     device = select_device(args.device)
-    model, _ = load_model(args.weights)
+    model, metadata = load_inference_model(args.weights)  # also .onnx / .torchscript exports
+    args.imgsz, warning = inference_imgsz(args.imgsz, metadata)  # default: the size the weights trained at
+    if warning:
+        print(warning)
     data = load_dataset(args.data)
     samples = getattr(data, args.split)
     if not samples:

@@ -79,7 +79,9 @@ def average_precision(recall: np.ndarray, precision: np.ndarray) -> tuple[float,
     envelope = np.concatenate(([1.0], precision, [0.0]))
     envelope = np.flip(np.maximum.accumulate(np.flip(envelope)))
     points = np.linspace(0, 1, 101)
-    return float(np.trapezoid(np.interp(points, recall, envelope), points)), recall, envelope
+    curve = np.interp(points, recall, envelope)
+    area = np.sum(np.diff(points) * (curve[1:] + curve[:-1]) / 2.0)  # trapezoid rule, NumPy 1 too
+    return float(area), recall, envelope
 
 
 @dataclass

@@ -56,28 +56,32 @@ def build_optimizer(
     momentum: float = 0.937,
     weight_decay: float = 5e-4,
     module_lr_scales: dict[int, float] | None = None,
+    undecayed: set[nn.Parameter] | None = None,
 ) -> torch.optim.Optimizer:
     """An optimizer over the trainable parameters of ``model.model`` in the reference's groups.
 
     ``weight_decay`` is applied as given (scale it with :func:`scaled_weight_decay` first). Groups are ordered
-    by LR scale, largest first, and within a scale as bias, decay, norm; empty groups are left out.
+    by LR scale, largest first, and within a scale as bias, decay, norm; empty groups are left out. Weights in
+    ``undecayed`` (L2-SP's anchored ones) form a group of their own, kind ``decay`` but without weight decay.
     """
     scales = module_lr_scales or {}
+    undecayed = undecayed or set()
     by_scale: dict[float, dict[str, list[nn.Parameter]]] = {}
     for index, module in enumerate(model.model):
         scale = float(scales.get(index, 1.0))
         for kind, param in _parameter_kinds(module):
-            by_scale.setdefault(scale, {k: [] for k in GROUP_KINDS})[kind].append(param)
+            key = "anchored" if kind == "decay" and param in undecayed else kind
+            by_scale.setdefault(scale, {k: [] for k in (*GROUP_KINDS, "anchored")})[key].append(param)
     groups = [
         {
             "params": params,
             "lr": lr0 * scale,
-            "weight_decay": weight_decay if kind == "decay" else 0.0,
+            "weight_decay": weight_decay if key == "decay" else 0.0,
             "lr_scale": scale,
-            "group_kind": kind,
+            "group_kind": "decay" if key == "anchored" else key,
         }
         for scale in sorted(by_scale, reverse=True)
-        for kind, params in by_scale[scale].items()
+        for key, params in by_scale[scale].items()
         if params
     ]
     if not groups:

@@ -28,17 +28,23 @@ class ActivePhase:
     loader: torch.utils.data.DataLoader
     optimizer: torch.optim.Optimizer
     lr0: float
+    hyp: dict  # the run's hyp with the phase's augmentation preset and warmup overrides
     length: int  # most epochs the phase may run
     lf: Callable[[int], float]  # epoch in phase -> LR multiplier
     warmup: int  # warmup iterations
 
 
 def phase_hyp(run_hyp: dict, phase: Phase) -> dict:
-    """The run's hyp with the augmentation values of the phase's preset, if it names one."""
-    if phase.hyp is None:
-        return run_hyp
-    preset = load_hyp(phase.hyp)
-    return {**run_hyp, **{key: preset[key] for key in AUGMENT_KEYS}}
+    """The run's hyp with the augmentation values of the phase's preset and its warmup overrides."""
+    hyp = dict(run_hyp)
+    if phase.hyp is not None:
+        preset = load_hyp(phase.hyp)
+        hyp.update({key: preset[key] for key in AUGMENT_KEYS})
+    if phase.warmup_epochs is not None:
+        hyp["warmup_epochs"] = phase.warmup_epochs
+    if phase.warmup_bias_lr is not None:
+        hyp["warmup_bias_lr"] = phase.warmup_bias_lr
+    return hyp
 
 
 def phase_length(phase: Phase, budget: int, start_epoch: int) -> int:

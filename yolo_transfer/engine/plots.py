@@ -31,6 +31,24 @@ def plot_pr_curve(result: ClassMetrics, names: list[str], path: Path) -> None:
     fig.savefig(path, dpi=150)
 
 
+def plot_f1_curve(result: ClassMetrics, names: list[str], path: Path) -> None:
+    """F1 over the confidence threshold, one thin line per class and the class mean in bold."""
+    fig = Figure(figsize=(9, 6), tight_layout=True)
+    ax = fig.add_subplot()
+    confidence = result.confidence_axis
+    labelled = len(result.classes) <= MAX_LABELLED_CLASSES
+    for cls, curve in zip(result.classes, result.f1_curves, strict=True):
+        ax.plot(confidence, curve, linewidth=1, label=names[cls] if labelled else None)
+    if len(result.classes):
+        mean = result.f1_curves.mean(0)
+        best = int(mean.argmax())
+        label = f"all classes {mean[best]:.2f} at {confidence[best]:.3f}"
+        ax.plot(confidence, mean, linewidth=3, color="blue", label=label)
+    ax.set(xlabel="Confidence", ylabel="F1", xlim=(0, 1), ylim=(0, 1), title="F1 over confidence (IoU 0.5)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize="small")
+    fig.savefig(path, dpi=150)
+
+
 def plot_confusion_matrix(matrix: np.ndarray, names: list[str], path: Path) -> None:
     """``matrix[predicted, true]`` normalised per true class (column); the last row/column is background.
 

@@ -15,21 +15,33 @@ import cv2
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from yolo_transfer.data.formats import IMAGE_SUFFIXES
 from yolo_transfer.data.letterbox import letterbox
+from yolo_transfer.deploy.runtime import load_inference_model
 from yolo_transfer.engine.device import select_device
+from yolo_transfer.engine.inference_size import inference_imgsz
+from yolo_transfer.engine.outputs import ensure_writable_dir
 from yolo_transfer.engine.postprocess import non_max_suppression, scale_boxes
-from yolo_transfer.errors import ConfigError
-from yolo_transfer.models import DetectionModel, load_model
+from yolo_transfer.errors import ConfigError, DataError
+from yolo_transfer.models import DetectionModel
 
 STRIDE = 32
 
 
 def collect_images(sources: list[str], console: Console) -> tuple[list[Path], bool]:
-    """Image files named directly or found (sorted) in folders; missing paths are reported and skipped."""
-    images, has_folder = [], False
+    """Image files named directly or found (sorted) in folders; missing paths are reported and skipped.
+
+    DataError naming the sources when they give no image file at all."""
+    images, has_folder, missing = [], False, []
     for source in map(Path, sources):
         if source.is_dir():
             has_folder = True
@@ -39,8 +51,19 @@ def collect_images(sources: list[str], console: Console) -> tuple[list[Path], bo
         elif source.is_file():
             images.append(source)
         else:
+            missing.append(source)
             console.print(f"skipped {source}: no such file or folder", markup=False)
+    if not images:
+        if len(missing) == len(sources):
+            raise DataError(f"{listed(missing)}: no such file or folder")
+        raise DataError(f"{listed(sources)}: no image files ({', '.join(IMAGE_SUFFIXES)})")
     return images, has_folder
+
+
+def listed(paths: list) -> str:
+    """The first three paths, and how many more."""
+    shown = ", ".join(map(str, paths[:3]))
+    return shown + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
 
 
 @torch.no_grad()
@@ -109,13 +132,16 @@ def image_record(path: Path, image: np.ndarray, found: torch.Tensor, names: list
 
 def predict_command(args) -> int:
     """``yolo-transfer predict WEIGHTS SOURCE... [--imgsz --conf --iou --max-det --device --out]``."""
-    if args.imgsz < STRIDE or args.imgsz % STRIDE:
+    if args.imgsz is not None and (args.imgsz < STRIDE or args.imgsz % STRIDE):
         raise ConfigError(f"--imgsz must be a positive multiple of {STRIDE}, got {args.imgsz}")
+    out = ensure_writable_dir(args.out)
     console = Console(soft_wrap=True, highlight=False)
-    model, _ = load_model(args.weights)
-    model = model.fuse().to(select_device(args.device))
     images, has_folder = collect_images(args.source, console)
-    out = Path(args.out)
+    model, metadata = load_inference_model(args.weights)  # also .onnx / .torchscript exports
+    args.imgsz, warning = inference_imgsz(args.imgsz, metadata)  # default: the size the weights trained at
+    if warning:
+        console.print(warning, markup=False)
+    model = model.fuse().to(select_device(args.device))
     out.mkdir(parents=True, exist_ok=True)
     results, taken = [], set()
     progress = Progress(
@@ -123,6 +149,7 @@ def predict_command(args) -> int:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=console,
         transient=True,
         disable=not has_folder,
@@ -139,6 +166,8 @@ def predict_command(args) -> int:
             counts = Counter(d["name"] for d in results[-1]["detections"])
             summary = ", ".join(f"{n} {name}" for name, n in counts.most_common()) or "no detections"
             progress.console.print(f"{path}: {summary}", markup=False)
+    if not results:
+        raise DataError(f"{listed(images)}: not a readable image (none of the {len(images)} files)")
     (out / "predictions.json").write_text(json.dumps(results, indent=1))
     console.print(
         f"{len(results)} images, {sum(len(r['detections']) for r in results)} detections -> {out}",

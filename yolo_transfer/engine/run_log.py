@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import resource
 import sys
 from pathlib import Path
 
 import torch
+
+from yolo_transfer.engine import outputs
+from yolo_transfer.engine.run_eta import format_duration, run_eta_seconds
 
 RESULTS_COLUMNS = [
     "epoch",
@@ -48,27 +50,22 @@ def gpu_memory_mb(device: torch.device) -> float:
     return torch.cuda.max_memory_reserved(device) / 2**20 if device.type == "cuda" else 0.0
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_results_csv(path: Path, rows: list[dict]) -> None:
     """(Re)write results.csv from all epoch rows so far, so a resumed run never duplicates an epoch."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=RESULTS_COLUMNS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    write_atomic(path, buffer.getvalue())
+    outputs.write_atomic(path, buffer.getvalue().encode())
 
 
 def write_json(path: Path, data: dict) -> None:
-    write_atomic(path, json.dumps(data, indent=2))
+    outputs.write_atomic(path, json.dumps(data, indent=2).encode())
 
 
 def metrics_record(epoch: int, metrics: dict) -> dict:
-    """The ``best`` / ``final`` entry of summary.json for the validation ``metrics`` of ``epoch``."""
+    """The ``best`` / ``final`` entry of summary.json for the validation ``metrics`` of ``epoch`` (1-based,
+    as in results.csv and on the console)."""
     coco = metrics.get("coco") or {}
     return {
         "epoch": epoch,
@@ -87,12 +84,13 @@ def time_to_fraction_of_best(rows: list[dict], fitness_key: str = "fitness", fra
 
 
 def epoch_line(row: dict, epochs: int) -> str:
-    """One summary line per epoch, yolov5-like."""
+    """One summary line per epoch, yolov5-like (epochs are 1-based), ending with the run's ETA."""
+    eta = format_duration(run_eta_seconds(row["wall_s"], row["epoch"], epochs))
     return (
-        f"epoch {row['epoch'] + 1}/{epochs} [{row['phase']}] "
+        f"epoch {row['epoch']}/{epochs} [{row['phase']}] "
         f"loss box {row['train/box_loss']:.4f} obj {row['train/obj_loss']:.4f} "
         f"cls {row['train/cls_loss']:.4f} | "
         f"P {row['metrics/precision']:.3f} R {row['metrics/recall']:.3f} "
         f"mAP50 {row['metrics/mAP_0.5']:.3f} mAP50-95 {row['metrics/mAP_0.5:0.95']:.3f} | "
-        f"{row['img_per_s']:.1f} img/s, {row['peak_rss_mb']:.0f} MB, {row['wall_s']:.0f} s"
+        f"{row['img_per_s']:.1f} img/s, {row['peak_rss_mb']:.0f} MB, {row['wall_s']:.0f} s, ETA {eta}"
     )

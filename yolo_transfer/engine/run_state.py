@@ -1,17 +1,17 @@
-"""Exact-resume state of a training run, stored without pickle.
+"""Exact-resume state of a training run, stored without pickle, committed in one atomic step.
 
 Tensors (model, EMA, optimizer buffers, pending gradients, torch RNG states) go into
-``weights/last.state.safetensors``; everything else (progress counters, python/numpy RNG, optimizer
-hyperparameters, config, strategy) into ``weights/last.state.json``. Both carry the same random token. They
-are written as temporary files and renamed tensors first, so a run killed between the two renames is
-recovered from the temporary JSON it left behind.
+``weights/last.state.<token>.safetensors``; everything else (progress counters, python/numpy RNG, optimizer
+hyperparameters, config, strategy) into ``weights/last.state.json``, which names the token. The tensor file is
+new by name and flushed first; replacing the JSON file is the commit, and the previous tensor file is deleted
+only after it. A kill at any moment therefore leaves the previous complete state or the new one; what the
+killed write left behind is removed by :func:`remove_leftovers` at the next start.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
 import uuid
 from dataclasses import dataclass, field
@@ -19,14 +19,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from yolo_transfer.engine import outputs
 from yolo_transfer.engine.stopping import Plateau
-from yolo_transfer.errors import ConfigError
+from yolo_transfer.errors import ConfigError, OutputError
 
-STATE_TENSORS = "last.state.safetensors"
 STATE_JSON = "last.state.json"
+STATE_TENSORS = "last.state.safetensors"  # the tensor file of runs written before token-named files
+STATE_PREFIX = "last.state."
+
+
+def tensor_file_name(token: str) -> str:
+    return f"{STATE_PREFIX}{token}.safetensors"
 
 
 @dataclass
@@ -46,7 +52,7 @@ class RunProgress:
     best: dict | None = None  # summary record of the best epoch
     final: dict | None = None  # summary record of the latest epoch
     plateau: Plateau | None = None  # the current phase's plateau rule
-    early_stop: Plateau | None = None  # patience of the last phase
+    early_stop: Plateau | None = None  # --patience within the current phase
     end_reason: str | None = None  # why the run ended; None while it goes on
     phases: list[dict] = field(default_factory=list)  # one summary per started phase
     rows: list[dict] = field(default_factory=list)  # results.csv rows, plus each epoch's fitness
@@ -64,40 +70,77 @@ def state_exists(weights_dir: Path) -> bool:
     return (weights_dir / STATE_JSON).exists()
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
 def write_state(weights_dir: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """Write the tensor file and the JSON file of a resume state, each atomically."""
+    """Commit a resume state: a new tensor file, then the JSON naming it replaces the old JSON (the commit),
+    then the previous tensor file goes. A full disk raises OutputError and leaves the previous state."""
     weights_dir.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex
-    tensor_tmp = weights_dir / (STATE_TENSORS + ".tmp")
-    json_tmp = weights_dir / (STATE_JSON + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tensor_tmp, {"token": token})
-    json_tmp.write_text(json.dumps({**meta, "token": token}, indent=1))
-    _fsync(tensor_tmp)
-    _fsync(json_tmp)
-    os.replace(tensor_tmp, weights_dir / STATE_TENSORS)
-    os.replace(json_tmp, weights_dir / STATE_JSON)
+    tensors = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
+    size = sum(value.nbytes for value in tensors.values())
+    tensor_path = weights_dir / tensor_file_name(token)
+    outputs.create_file(tensor_path, lambda path: save_file(tensors, path, {"token": token}), size)
+    text = json.dumps({**meta, "token": token}, indent=1)
+    try:
+        outputs.write_atomic(weights_dir / STATE_JSON, text.encode())  # the commit
+    except OutputError:
+        outputs.remove_file(tensor_path)
+        raise
+    remove_leftovers(weights_dir)
 
 
 def read_state(weights_dir: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """The (tensors, meta) pair written by :func:`write_state`; a clear error when absent or inconsistent."""
-    tensor_path, json_path = weights_dir / STATE_TENSORS, weights_dir / STATE_JSON
-    if not json_path.exists() or not tensor_path.exists():
-        raise ConfigError(f"{weights_dir}: no resume state ({STATE_JSON} and {STATE_TENSORS}) to resume from")
-    with safe_open(tensor_path, "pt") as handle:
-        token = (handle.metadata() or {}).get("token")
-    for candidate in (json_path, weights_dir / (STATE_JSON + ".tmp")):
-        if candidate.exists():
-            meta = json.loads(candidate.read_text())
-            if meta.get("token") == token:
-                return load_file(tensor_path), meta
-    raise ConfigError(
-        f"{weights_dir}: {STATE_JSON} does not belong to {STATE_TENSORS} (state files mismatched)"
-    )
+    committed = _committed_state(weights_dir)
+    if committed is None:
+        if not (weights_dir / STATE_JSON).exists():
+            raise ConfigError(f"{weights_dir}: no resume state ({STATE_JSON}) to resume from")
+        raise ConfigError(
+            f"{weights_dir}: the tensors {STATE_JSON} names are missing or cut (state files mismatched)"
+        )
+    _, tensor_path, meta = committed
+    return load_file(tensor_path), meta
+
+
+def remove_leftovers(weights_dir: Path) -> list[Path]:
+    """Delete what interrupted writes left in ``weights_dir`` (temporary files, tensor files of no committed
+    state); a commit cut between the two renames of older versions is completed. Returns the deleted files."""
+    committed = _committed_state(weights_dir)
+    if committed is not None and committed[0].name != STATE_JSON:
+        outputs.replace_file(committed[0], weights_dir / STATE_JSON)
+    removed = outputs.remove_temporaries(weights_dir)
+    if committed is None:  # no complete state to tell the rest from: leave the state files for inspection
+        return removed
+    tensor_path = committed[1]
+    for path in weights_dir.glob(f"{STATE_PREFIX}*"):
+        if path.name not in (STATE_JSON, tensor_path.name):
+            outputs.remove_file(path)
+            removed.append(path)
+    return removed
+
+
+def _committed_state(weights_dir: Path) -> tuple[Path, Path, dict] | None:
+    """(JSON file, tensor file, meta) of the last complete state, or None.
+
+    ``last.state.json.tmp`` with ``last.state.safetensors`` is what older versions left when killed between
+    their two renames: it is a complete state too."""
+    for json_path in (weights_dir / STATE_JSON, weights_dir / (STATE_JSON + ".tmp")):
+        try:
+            meta = json.loads(json_path.read_text())
+        except (OSError, ValueError):
+            continue
+        token = meta.get("token") if isinstance(meta, dict) else None
+        for tensor_path in (weights_dir / tensor_file_name(str(token)), weights_dir / STATE_TENSORS):
+            if token is not None and _tensor_token(tensor_path) == token:
+                return json_path, tensor_path, meta
+    return None
+
+
+def _tensor_token(path: Path) -> str | None:
+    try:
+        with safe_open(path, "pt") as handle:
+            return (handle.metadata() or {}).get("token")
+    except (OSError, SafetensorError):
+        return None
 
 
 def with_prefix(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -35,6 +35,7 @@ class TrainConfig:
     workers: int = 2
     cache: bool = False
     val_fraction: float = 0.2
+    split_seed: int = 0  # seeds the val split made for data without one; independent of ``seed``
     close_mosaic: int = 0
     max_seconds: float | None = None
     max_images: int | None = None

@@ -10,20 +10,24 @@ resume state (run_state.py); ``train --resume RUN_DIR`` continues as if it had n
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from yolo_transfer.data import LoadedDataset, build_dataloader, load_dataset, load_hyp
 from yolo_transfer.engine import run_log
 from yolo_transfer.engine.autobatch import auto_batch_size
-from yolo_transfer.engine.device import seed_everything, select_device
+from yolo_transfer.engine.device import device_info, seed_everything, select_device
 from yolo_transfer.engine.ema import ModelEMA
 from yolo_transfer.engine.evaluate import evaluate
+from yolo_transfer.engine.image_stats import IMAGE_STATS_FILE, save_image_stats
 from yolo_transfer.engine.loss import ComputeLoss, scale_loss_gains
+from yolo_transfer.engine.lr0_note import lr0_precedence_note
 from yolo_transfer.engine.metrics import fitness
 from yolo_transfer.engine.optim import (
     GROUP_KINDS,
@@ -36,7 +40,9 @@ from yolo_transfer.engine.optim import (
     warmup_accumulate,
     warmup_iterations,
 )
+from yolo_transfer.engine.outputs import ensure_writable_dir, remove_temporaries, run_lock
 from yolo_transfer.engine.phases import ActivePhase, module_ranges, phase_hyp, phase_length
+from yolo_transfer.engine.run_plots import write_run_plots
 from yolo_transfer.engine.run_state import (
     RunProgress,
     capture_global_rng,
@@ -44,6 +50,7 @@ from yolo_transfer.engine.run_state import (
     loader_state,
     optimizer_state,
     read_state,
+    remove_leftovers,
     restore_global_rng,
     restore_loader_state,
     strip_prefix,
@@ -52,17 +59,17 @@ from yolo_transfer.engine.run_state import (
 )
 from yolo_transfer.engine.stopping import Plateau
 from yolo_transfer.engine.train_config import TrainConfig, check_config, config_from_args, load_run
-from yolo_transfer.errors import ConfigError, TrainingError
+from yolo_transfer.engine.train_progress import training_progress
+from yolo_transfer.errors import ConfigError, OutputError, TrainingError
 from yolo_transfer.models import build_model, load_model, save_model
+from yolo_transfer.models.checkpoint import first_non_finite
 from yolo_transfer.strategies import Phase, Strategy, load_strategy
 from yolo_transfer.strategies.phase import strategy_to_dict
 from yolo_transfer.strategies.trainable import (
     L2SP,
-    freeze_modules,
+    apply_phase,
     module_lr_scales,
-    no_grad_prefix,
     recalibrate_bn,
-    resolve_modules,
     set_bn_mode,
 )
 
@@ -73,7 +80,16 @@ GRAD_CLIP_NORM = 10.0
 class Trainer:
     """Trains ``model`` on ``data`` through ``strategy.phases``; ``fit()`` returns the summary.json dict."""
 
-    def __init__(self, model, data: LoadedDataset, strategy: Strategy, config: TrainConfig, out_dir: Path):
+    def __init__(
+        self,
+        model,
+        data: LoadedDataset,
+        strategy: Strategy,
+        config: TrainConfig,
+        out_dir: Path,
+        fresh: Iterable[str] = (),
+    ):
+        """``fresh``: parameter names that did not come from the pretrained weights (for L2-SP)."""
         self.data, self.strategy, self.config, self.out = data, strategy, config, Path(out_dir)
         self.weights_dir = self.out / "weights"
         self.device = select_device(config.device)
@@ -84,7 +100,7 @@ class Trainer:
         self.compute_loss = ComputeLoss(self.model, loss_hyp)
         self.ema = ModelEMA(self.model)
         strength = config.l2sp or strategy.l2sp
-        self.l2sp = L2SP(self.model, strength) if strength > 0 else None
+        self.l2sp = L2SP(self.model, strength, fresh) if strength > 0 else None
         self.amp = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.val_loader = build_dataloader(
@@ -105,13 +121,19 @@ class Trainer:
                 self.active = self._start_phase(saved)
                 saved = None
             self._run_epoch(self.active)
-        summary = self._summary()
+        summary = {**self._summary(), "device": device_info(self.device)}
         run_log.write_json(self.out / "summary.json", summary)
         best = summary["best"]
         self.console.print(
             f"done ({self.progress.end_reason}): best mAP50-95 {best['map50_95']:.4f} at epoch "
-            f"{best['epoch'] + 1}, weights in {self.weights_dir}"
+            f"{best['epoch']}, weights in {self.weights_dir}"
         )
+        plots = write_run_plots(
+            self.out, self.progress.rows, self.data, self.val_loader, self.device,
+            hyp=phase_hyp(self.hyp, self.strategy.phases[0]), imgsz=self.config.imgsz,
+            batch=self.progress.phases[0]["batch"], seed=self.config.seed,
+        )  # fmt: skip
+        self.console.print(f"plots in {self.out}: {', '.join(path.name for path in plots)}")
         return summary
 
     # ---- phases -------------------------------------------------------------------------------------------
@@ -124,25 +146,28 @@ class Trainer:
             restore_global_rng(strip_prefix("rng.", saved[0]), saved[1]["rng"])
         index, config = progress.phase_index, self.config
         phase = self.strategy.phases[index]
-        trainable = resolve_modules(phase.trainable, self.model)
-        trainable_params = freeze_modules(self.model, trainable)
-        prefix = no_grad_prefix(trainable)
+        setup = apply_phase(self.model, phase)
+        trainable, trainable_params, prefix = setup.trainable, setup.trainable_params, setup.prefix
         batch = progress.phase_batch or self._phase_batch(phase, prefix)
+        hyp = phase_hyp(self.hyp, phase)
         loader = build_dataloader(
-            self.data.train, config.imgsz, batch, augment=True, hyp=phase_hyp(self.hyp, phase), shuffle=True,
+            self.data.train, config.imgsz, batch, augment=True, hyp=hyp, shuffle=True,
             workers=config.workers, seed=config.seed + index, cache_ram=config.cache,
         )  # fmt: skip
         lr0 = self._phase_lr0(phase)
         weight_decay = scaled_weight_decay(self.hyp["weight_decay"], batch)
         scales = module_lr_scales(self.model, phase)
         momentum = self.hyp["momentum"]
-        optimizer = build_optimizer(self.model, config.optimizer, lr0, momentum, weight_decay, scales)
+        params = dict(self.model.named_parameters())
+        anchored = {params[name] for name in self.l2sp.anchor} if self.l2sp else set()
+        optimizer = build_optimizer(
+            self.model, config.optimizer, lr0, momentum, weight_decay, scales, undecayed=anchored
+        )
         length = phase_length(phase, config.epochs, progress.epoch - progress.phase_epoch)
-        warmup_epochs = self.hyp["warmup_epochs"] if phase.warmup_epochs is None else phase.warmup_epochs
         active = ActivePhase(
-            index, phase, trainable, prefix, batch, loader, optimizer, lr0, length,
-            lf=lr_lambda(length, self.hyp["lrf"], config.cos_lr),
-            warmup=warmup_iterations(warmup_epochs, len(loader)),
+            index, phase, trainable, prefix, batch, loader, optimizer, lr0, hyp, length,
+            lf=lr_lambda(length, hyp["lrf"], config.cos_lr),
+            warmup=warmup_iterations(hyp["warmup_epochs"], len(loader)),
         )  # fmt: skip
         if fresh:
             self._begin_phase(active, trainable_params)
@@ -159,8 +184,7 @@ class Trainer:
         progress.accumulate = accumulate_steps(active.batch)
         plateau = phase.plateau
         progress.plateau = Plateau(plateau["patience"], plateau.get("min_delta", 0.0)) if plateau else None
-        if active.index == len(self.strategy.phases) - 1:
-            progress.early_stop = Plateau(self.config.patience)
+        progress.early_stop = Plateau(self.config.patience)  # --patience applies within every phase
         progress.phases.append(
             {"name": phase.name, "trainable_params": trainable_params, "lr0": active.lr0,
              "batch": active.batch, "epochs_run": 0, "end_reason": None}
@@ -214,15 +238,17 @@ class Trainer:
         """Train, validate the EMA, log, decide how the phase and run go on, save."""
         train_loss, lrs, images, seconds, budget_stop = self._train_epoch(active)
         metrics = evaluate(
-            self.ema.ema, self.val_loader, self.data.names, device=self.device, compute_loss=self.compute_loss
-        )
+            self.ema.ema, self.val_loader, self.data.names, device=self.device,
+            compute_loss=self.compute_loss, image_stats=True,
+        )  # fmt: skip
+        image_stats = metrics.pop("image_stats")
         progress = self.progress
         progress.epoch += 1
         progress.phase_epoch += 1
         progress.train_seconds += seconds
         progress.wall_seconds = time.monotonic() - self.clock_start
         fit = float(fitness(metrics))
-        progress.final = run_log.metrics_record(progress.epoch - 1, metrics)
+        progress.final = run_log.metrics_record(progress.epoch, metrics)
         is_best = progress.best_fitness is None or fit >= progress.best_fitness  # ties too, as the reference
         if is_best:
             progress.best_fitness, progress.best = fit, progress.final
@@ -230,6 +256,8 @@ class Trainer:
         progress.rows.append(row)
         self.console.print(run_log.epoch_line(row, self.config.epochs))
         self._end_of_epoch(active, fit, budget_stop or self._budget_reason())
+        if is_best:  # for paired bootstraps between runs
+            save_image_stats(image_stats, self.out / IMAGE_STATS_FILE)
         self._save(is_best)
 
     def _train_epoch(self, active: ActivePhase) -> tuple[torch.Tensor, list[float], int, float, str | None]:
@@ -244,7 +272,7 @@ class Trainer:
         nb = len(active.loader)
         mean_loss, images_done, stop, iteration = torch.zeros(3), 0, None, 0
         start = time.monotonic()
-        with _progress_bar(self.console) as bar:
+        with _progress_bar(self.console, progress, self.config) as bar:
             description = f"epoch {progress.epoch + 1}/{self.config.epochs} [{phase.name}]"
             task = bar.add_task(description, total=nb, loss="")
             for i, (images, targets, _, _) in enumerate(active.loader):
@@ -253,7 +281,7 @@ class Trainer:
                 progress.accumulate = warmup_accumulate(
                     iteration, active.warmup, active.batch, progress.accumulate
                 )
-                set_schedule(active.optimizer, lf, active.lr0, iteration, active.warmup, self.hyp)
+                set_schedule(active.optimizer, lf, active.lr0, iteration, active.warmup, active.hyp)
                 items = self._train_step(active, images, targets, iteration)
                 mean_loss = (mean_loss * i + items) / (i + 1)
                 images_done += images.shape[0]
@@ -262,7 +290,7 @@ class Trainer:
                 bar.update(task, advance=1, loss=f"box {box:.4f}  obj {obj:.4f}  cls {cls:.4f}")
                 if stop := self._budget_reason():
                     break
-        warmup_bias_lr = self.hyp["warmup_bias_lr"]
+        warmup_bias_lr = active.hyp["warmup_bias_lr"]
         target = active.lr0 * lf
         lrs = [scheduled_lr(k, target, iteration, active.warmup, warmup_bias_lr) for k in GROUP_KINDS]
         return mean_loss, lrs, images_done, time.monotonic() - start, stop
@@ -278,8 +306,8 @@ class Trainer:
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"loss became {loss.item()} at epoch {self.progress.epoch + 1}, iteration {iteration} of "
-                f"phase '{active.phase.name}' (lr0 {active.lr0:g}); training stopped and {self.weights_dir} "
-                "keeps the last good checkpoint - lower lr0 or check the labels"
+                f"phase '{active.phase.name}' (lr0 {active.lr0:g}); training stopped and "
+                f"{self._kept(self.progress.epoch)} - lower lr0 or check the labels"
             )
         self.scaler.scale(loss).backward()
         if iteration - self.progress.last_opt_step >= self.progress.accumulate:
@@ -317,9 +345,8 @@ class Trainer:
             phase_end = "max_epochs" if progress.plateau is not None else "epochs"
         elif progress.plateau is not None and progress.plateau.update(progress.phase_epoch - 1, fit):
             phase_end = "plateau"
-        is_last = active.index == len(self.strategy.phases) - 1
-        if is_last and progress.early_stop.update(progress.phase_epoch - 1, fit) and phase_end is None:
-            phase_end = "early_stop"
+        if progress.early_stop.update(progress.phase_epoch - 1, fit) and phase_end is None:
+            phase_end = "early_stop"  # ends this phase; the run only when it is the last one
         progress.phases[-1].update(epochs_run=progress.phase_epoch, end_reason=phase_end or budget_stop)
         if phase_end:
             name, epochs = active.phase.name, progress.phase_epoch
@@ -328,7 +355,7 @@ class Trainer:
             progress.phase_epoch, progress.phase_batch, progress.plateau = 0, None, None
         if budget_stop:
             progress.end_reason = budget_stop
-        elif phase_end == "early_stop":
+        elif progress.phase_index >= len(self.strategy.phases) and phase_end == "early_stop":
             progress.end_reason = "early_stop"
         elif progress.phase_index >= len(self.strategy.phases) or progress.epoch >= self.config.epochs:
             progress.end_reason = "completed"
@@ -337,7 +364,7 @@ class Trainer:
         progress = self.progress
         val_loss = metrics.get("loss") or [float("nan")] * 3
         values = [
-            progress.epoch - 1, active.phase.name, *train_loss.tolist(), metrics["precision"],
+            progress.epoch, active.phase.name, *train_loss.tolist(), metrics["precision"],
             metrics["recall"], metrics["map50"], metrics["map50_95"], *val_loss, *lrs, progress.wall_seconds,
             img_per_s, run_log.peak_rss_mb(), run_log.gpu_memory_mb(self.device),
             progress.phases[-1]["trainable_params"],
@@ -347,20 +374,39 @@ class Trainer:
     # ---- checkpoints and resume ---------------------------------------------------------------------------
 
     def _save(self, is_best: bool) -> None:
-        """best/last EMA weights with metadata, results.csv, then the resume state; each atomically."""
+        """best/last EMA weights with metadata, results.csv, then the resume state; each atomically.
+
+        Weights that became NaN/inf are not saved: the run stops, its files stay at the last finite epoch."""
         config = self.config
+        bad = first_non_finite(self.ema.ema.state_dict()) or first_non_finite(self.model.state_dict())
+        if bad is not None:
+            raise TrainingError(
+                f"weights became NaN/inf in epoch {self.progress.epoch} ({bad}); training stopped and "
+                f"{self._kept(self.progress.epoch - 1)} - lower lr0 or check the labels"
+            )
         metadata = {
             "strategy": strategy_to_dict(self.strategy),
             "phases": self.progress.phases,
             "epochs": self.progress.epoch,
+            "imgsz": config.imgsz,
             "metrics": self.progress.final,
             "provenance": {"weights": config.weights, "cfg": config.cfg, "data": str(config.data)},
         }
-        if is_best:
-            save_model(self.ema.ema, self.weights_dir / "best.safetensors", metadata)
-        save_model(self.ema.ema, self.weights_dir / "last.safetensors", metadata)
-        run_log.write_results_csv(self.out / "results.csv", self.progress.rows)
-        self._write_state()
+        try:
+            if is_best:
+                save_model(self.ema.ema, self.weights_dir / "best.safetensors", metadata)
+            save_model(self.ema.ema, self.weights_dir / "last.safetensors", metadata)
+            run_log.write_results_csv(self.out / "results.csv", self.progress.rows)
+            self._write_state()
+        except OutputError as err:
+            kept = self._kept(self.progress.epoch - 1)
+            raise OutputError(f"{err}; {kept} (yolo-transfer train --resume {self.out})") from None
+
+    def _kept(self, epochs: int) -> str:
+        """What a run that stops now leaves to resume from: the state after ``epochs`` epochs."""
+        if epochs == 0:
+            return f"{self.out} holds no checkpoint yet"
+        return f"{self.weights_dir} keeps the last good checkpoint (epoch {epochs}) and its resume state"
 
     def _write_state(self) -> None:
         rng_tensors, rng_meta = capture_global_rng()
@@ -409,37 +455,54 @@ class Trainer:
             "strategy": self.strategy.name,
             "config": self.config.to_dict(),
             "end_reason": progress.end_reason,
+            "still_improving": progress.best["epoch"] == progress.final["epoch"],
         }
 
 
-def _progress_bar(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TextColumn("{task.fields[loss]}", markup=False), console=console, transient=True,
-    )  # fmt: skip
+def _progress_bar(console: Console, run: RunProgress, config: TrainConfig) -> Progress:
+    """The whole run's bar (epochs done, ETA from the measured epoch time); the epoch adds its own task."""
+    return training_progress(console, run.epoch, config.epochs, run.wall_seconds, config.max_seconds)
 
 
-def initial_model(config: TrainConfig, names: list[str]):
-    """The pretrained model adapted to ``names``, or a fresh one from ``config.cfg`` without weights."""
+def initial_model(config: TrainConfig, names: list[str], head: str = "transfer"):
+    """The pretrained model adapted to ``names`` (``head``: how new Detect rows start) and the names of its
+    parameters that were not transferred; without weights, a fresh model from ``config.cfg``."""
     if config.weights:
-        model, _ = load_model(config.weights, nc=len(names), names=names)
-        return model
-    return build_model(config.cfg, nc=len(names), names=names)
+        model, metadata = load_model(config.weights, nc=len(names), names=names, head=head)
+        return model, set(metadata.get("transfer", {}).get("fresh", []))
+    model = build_model(config.cfg, nc=len(names), names=names)
+    return model, {name for name, _ in model.named_parameters()}
 
 
 def train(config: TrainConfig, strategy: Strategy, resume: bool = False) -> dict:
-    """Train with ``strategy`` (or continue the run in ``config.out``); returns the summary.json dict."""
+    """Train with ``strategy`` (or continue the run in ``config.out``); returns the summary.json dict.
+
+    ``config.out`` must be writable and free: the run holds its lock file, and removes what a killed earlier
+    process left half-written there, before any work."""
+    ensure_writable_dir(config.out)
     check_config(config, resume)
-    seed_everything(config.seed)
-    data = load_dataset(config.data, val_fraction=config.val_fraction, seed=config.seed)
-    model = initial_model(config, data.names)
-    return Trainer(model, data, strategy, config, Path(config.out)).fit(resume=resume)
+    with run_lock(config.out):
+        remove_temporaries(Path(config.out))
+        remove_leftovers(Path(config.out) / "weights")
+        if note := lr0_precedence_note(config.hyp, strategy, config.lr0):
+            print(note)
+        seed_everything(config.seed)
+        data = load_dataset(config.data, val_fraction=config.val_fraction, seed=config.split_seed)
+        model, fresh = initial_model(config, data.names, strategy.head)
+        stride = int(model.stride.max())
+        if config.imgsz % stride:
+            raise ConfigError(
+                f"--imgsz must be a multiple of {stride} (this model's largest stride), got {config.imgsz}"
+            )
+        return Trainer(model, data, strategy, config, Path(config.out), fresh).fit(resume=resume)
 
 
 def train_command(args) -> int:
     """``yolo-transfer train``: a new run from the arguments, or ``--resume RUN_DIR``."""
     if args.resume:
         config, strategy = load_run(args.resume)
+        if args.lr0 is not None:  # e.g. a diverged run continues from its last finite epoch at a lower LR
+            config = dataclasses.replace(config, lr0=args.lr0)
         train(config, strategy, resume=True)
         return 0
     if not args.data:

@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import uuid
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
+from yolo_transfer.engine.outputs import write_atomic
 from yolo_transfer.errors import CheckpointError, ConfigError
 from yolo_transfer.models.official import read_official_checkpoint
+from yolo_transfer.models.parse import BUILTIN_CONFIGS, load_config
 from yolo_transfer.models.transfer import transfer_weights
 from yolo_transfer.models.yolo import DetectionModel, build_model
 
 FORMAT = "yolo-transfer"
 OFFICIAL_SUFFIXES = (".pt", ".pth")
+METADATA_KINDS = {  # optional metadata fields that code reads, and the JSON kinds they must have
+    "nc": int, "imgsz": (int, list), "provenance": dict, "official": dict, "strategy": dict, "phases": list,
+    "epochs": int, "metrics": (dict, type(None)), "transfer": dict,
+}  # fmt: skip
 
 
 def file_sha256(path: Path) -> str:
@@ -63,16 +67,55 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         metadata = {key: json.loads(value) for key, value in header.items() if key != "format"}
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path}: corrupt metadata in the header ({err})") from err
+    check_metadata(path, metadata)
     return tensors, metadata
 
 
+def check_metadata(path: Path, metadata: dict) -> None:
+    """CheckpointError naming the first metadata field of the wrong kind; a built-in ``cfg`` name becomes its
+    config mapping."""
+    names, cfg = metadata.get("names"), metadata.get("cfg")
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+        raise CheckpointError(
+            f"{path}: metadata field 'names' must be a non-empty list of class names, got {_shown(names)}"
+        )
+    if isinstance(cfg, str) and cfg in BUILTIN_CONFIGS:
+        metadata["cfg"] = load_config(cfg)
+    elif not isinstance(cfg, dict):
+        raise CheckpointError(
+            f"{path}: metadata field 'cfg' must be a model config mapping or a built-in model name "
+            f"({', '.join(BUILTIN_CONFIGS)}), got {_shown(cfg)}"
+        )
+    for key, kinds in METADATA_KINDS.items():
+        value = metadata.get(key)
+        if key in metadata and (isinstance(value, bool) or not isinstance(value, kinds)):
+            raise CheckpointError(f"{path}: metadata field '{key}' has the wrong type, got {_shown(value)}")
+    if "nc" in metadata and metadata["nc"] != len(names):
+        raise CheckpointError(
+            f"{path}: metadata field 'nc' is {metadata['nc']} but 'names' lists {len(names)}"
+        )
+
+
+def _shown(value: object) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or inf, or None."""
+    return next(
+        (name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()), None
+    )
+
+
 def load_model(
-    weights: str | Path, nc: int | None = None, names: list[str] | None = None
+    weights: str | Path, nc: int | None = None, names: list[str] | None = None, head: str = "transfer"
 ) -> tuple[DetectionModel, dict]:
     """An fp32 model in eval mode from an official ``.pt`` or our ``.safetensors``, and its metadata.
 
     When ``nc``/``names`` differ from the checkpoint's classes, the weights are transferred into a fresh model
-    for those classes (see :func:`transfer_weights`) and "transferred K/N tensors ..." is printed.
+    for those classes (see :func:`transfer_weights`, ``head`` says how the Detect output convs start) and
+    "transferred K/N tensors ..." is printed.
     """
     path = Path(weights)
     if not path.is_file():
@@ -84,6 +127,8 @@ def load_model(
     else:
         raise CheckpointError(f"{path}: unknown weights format (expected .pt or .safetensors)")
     state = {name: tensor.float() if tensor.is_floating_point() else tensor for name, tensor in state.items()}
+    if (bad := first_non_finite(state)) is not None:
+        raise CheckpointError(f"{path}: tensor '{bad}' holds NaN or inf values; these weights are unusable")
     source_names = list(metadata["names"])
     target_names = resolve_names(source_names, nc, names)
     try:
@@ -92,13 +137,15 @@ def load_model(
             model.load_state_dict(state)
         else:
             model = build_model(metadata["cfg"], names=target_names)
-            report = transfer_weights(state, source_names, model)
+            report = transfer_weights(state, source_names, model, head)
             print(f"{path.name}: {report.summary()}")
             metadata["transfer"] = {
                 "from_names": source_names,
                 "transferred": report.transferred,
                 "total": report.total,
                 "copied_classes": report.copied_classes,
+                "copied_box_objectness": report.copied_box_objectness,
+                "fresh": report.skipped,
             }
     except (RuntimeError, ConfigError) as err:
         raise CheckpointError(
@@ -122,7 +169,8 @@ def resolve_names(source_names: list[str], nc: int | None, names: list[str] | di
 
 
 def save_model(model: DetectionModel, path: str | Path, metadata: dict) -> None:
-    """Write ``model`` (unfused) and ``metadata`` to one ``.safetensors`` file, atomically."""
+    """Write ``model`` (unfused) and ``metadata`` to one ``.safetensors`` file, atomically (a full disk raises
+    OutputError and leaves an existing file as it was)."""
     if any(name.endswith(".conv.bias") for name in model.state_dict()):
         raise CheckpointError(f"{path}: cannot save a fused model (save before calling fuse())")
     path = Path(path)
@@ -130,12 +178,7 @@ def save_model(model: DetectionModel, path: str | Path, metadata: dict) -> None:
     values = {**metadata, "cfg": model.yaml, "nc": model.nc, "names": list(model.names)}
     header = {"format": FORMAT, **{key: json.dumps(value, default=to_json) for key, value in values.items()}}
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # same folder: os.replace is atomic
-    try:
-        temporary.write_bytes(save(tensors, metadata=header))
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_atomic(path, save(tensors, metadata=header))
 
 
 def to_json(value):

@@ -5,16 +5,22 @@ objects) and one raw file per tensor storage. The pickle is read by :class:`Rest
 allow-list of names can be looked up, the module classes become inert :class:`PickledObject` records of their
 pickled ``__dict__``, tensors are rebuilt from the raw storages, and any other name is refused before anything
 is called. The state_dict is then collected from the records the way ``nn.Module.state_dict`` would.
+
+Training checkpoints also hold NumPy values (``best_fitness``) and, under pickle protocol 2, bytes written as
+``_codecs.encode(text, "latin1")``. Our own functions rebuild these from their raw bytes (plain numeric dtypes
+only, never Python objects); NumPy's own unpickling code never runs.
 """
 
 from __future__ import annotations
 
+import math
 import pickle
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from yolo_transfer.errors import CheckpointError
@@ -39,11 +45,18 @@ RECORDED_CLASSES = {  # become PickledObject records
     "torch.nn.modules.linear": {"Identity"},
     "torch.nn.modules.pooling": {"MaxPool2d"},
     "torch.nn.modules.upsampling": {"Upsample"},
-    "numpy": {"ndarray", "dtype"},  # best_fitness of unstripped checkpoints
-    "numpy.core.multiarray": {"_reconstruct", "scalar"},
-    "numpy._core.multiarray": {"_reconstruct", "scalar"},
     "pathlib": {"PosixPath", "WindowsPath"},
 }
+NUMPY_MULTIARRAY = {"numpy.core.multiarray", "numpy._core.multiarray"}  # NumPy 1 and NumPy 2 spellings
+NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats: the only NumPy values rebuilt
+UNSUPPORTED_MODEL_TYPES = {  # names that mark a YOLOv5 model of another task
+    "models.yolo.SegmentationModel": "segmentation",
+    "models.yolo.Segment": "segmentation",
+    "models.common.Proto": "segmentation",
+    "models.yolo.ClassificationModel": "classification",
+    "models.common.Classify": "classification",
+}
+LEGACY_BUFFERS = {"anchor_grid"}  # a Detect buffer of files trained before v6.0, derived from the anchors
 STORAGE_DTYPES = {
     "HalfStorage": torch.float16,
     "FloatStorage": torch.float32,
@@ -76,12 +89,89 @@ class StorageType:
     dtype: torch.dtype
 
 
+class RefusedValue(Exception):
+    """A value in the pickle that the reader will not rebuild; the message says what it was."""
+
+
+@dataclass(frozen=True)
+class NumpyArrayClass:
+    """Stands for ``numpy.ndarray`` in the pickle; only :func:`reconstruct_array` accepts it."""
+
+
+class NumpyDtype:
+    """``numpy.dtype(spec, align, copy)`` and its pickled state: a numeric dtype with its byte order."""
+
+    def __init__(self, spec, align=False, copy=False) -> None:
+        if not isinstance(spec, str):
+            raise RefusedValue(f"numpy.dtype({spec!r})")
+        self.dtype = np.dtype(spec)
+        if self.dtype.kind not in NUMERIC_KINDS or self.dtype.fields or self.dtype.subdtype:
+            raise RefusedValue(f"numpy dtype {spec!r} (only plain numeric NumPy values are read)")
+
+    def __setstate__(self, state) -> None:
+        """State (version, byte order, subarray, names, fields, ...): only the byte order is taken."""
+        if not isinstance(state, tuple) or len(state) < 5 or any(x is not None for x in state[2:5]):
+            raise RefusedValue(f"numpy dtype state {state!r}")
+        if state[1] in ("<", ">"):
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+class NumpyArray:
+    """An array rebuilt from its pickled state (version, shape, dtype, Fortran order, raw bytes) as a copy."""
+
+    def __init__(self) -> None:
+        self.array = np.empty(0)
+
+    def __setstate__(self, state) -> None:
+        if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[2], NumpyDtype)):
+            raise RefusedValue("a numpy array whose state is not (version, shape, dtype, order, bytes)")
+        _, shape, dtype, fortran, raw = state
+        raw = raw.encode("latin1") if isinstance(raw, str) else raw
+        if not isinstance(raw, bytes) or not all(isinstance(n, int) and n >= 0 for n in shape):
+            raise RefusedValue("a numpy array with malformed shape or data")
+        if len(raw) != dtype.dtype.itemsize * math.prod(shape):
+            raise RefusedValue(f"a numpy array of shape {tuple(shape)} with {len(raw)} bytes of data")
+        flat = np.frombuffer(raw, dtype=dtype.dtype)
+        self.array = flat.reshape(tuple(shape), order="F" if fortran else "C").copy()
+
+
+def reconstruct_array(cls, shape, typecode) -> NumpyArray:
+    """``numpy.core.multiarray._reconstruct(numpy.ndarray, ...)``: an empty array that BUILD fills."""
+    if not isinstance(cls, NumpyArrayClass):
+        raise RefusedValue(f"numpy _reconstruct of {cls!r}, which is not numpy.ndarray")
+    return NumpyArray()
+
+
+def numpy_scalar(dtype, raw) -> np.generic:
+    """``numpy.core.multiarray.scalar(dtype, bytes)``: one numeric value read from its bytes."""
+    raw = raw.encode("latin1") if isinstance(raw, str) else raw
+    if not isinstance(dtype, NumpyDtype) or not isinstance(raw, bytes) or len(raw) != dtype.dtype.itemsize:
+        raise RefusedValue("a numpy scalar that is not a numeric dtype and its bytes")
+    return np.frombuffer(raw, dtype=dtype.dtype)[0]
+
+
+def latin1_bytes(text, encoding) -> bytes:
+    """``_codecs.encode(text, "latin1")``, how pickle protocol 2 writes a bytes object; nothing else."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise RefusedValue(f"_codecs.encode with encoding {encoding!r} (only latin1 text of bytes is read)")
+    return text.encode("latin1")
+
+
+DATA_BUILDERS = {  # pickled NumPy values and bytes -> our functions that rebuild them
+    "_codecs.encode": latin1_bytes,
+    "numpy.dtype": NumpyDtype,
+    "numpy.ndarray": NumpyArrayClass(),
+    **{f"{module}._reconstruct": reconstruct_array for module in NUMPY_MULTIARRAY},
+    **{f"{module}.scalar": numpy_scalar for module in NUMPY_MULTIARRAY},
+}
+
+
 def rebuild_tensor(
     storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None
 ) -> torch.Tensor:
     """The tensor view that ``torch._utils._rebuild_tensor_v2`` describes, over an already loaded storage."""
     if not isinstance(storage, torch.Tensor):
-        raise CheckpointError("a tensor refers to something that is not a storage")
+        raise RefusedValue("a tensor that refers to something that is not a storage")
     return storage.as_strided(tuple(size), tuple(stride), int(offset))
 
 
@@ -100,7 +190,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         self.record_types: dict[str, type[PickledObject]] = {}
 
     def find_class(self, module: str, name: str):
-        if (module, name) == ("collections", "OrderedDict"):
+        qualified = f"{module}.{name}"
+        if qualified == "collections.OrderedDict":
             return OrderedDict
         if module in {"builtins", "__builtin__"} and name == "set":
             return set
@@ -108,15 +199,13 @@ class RestrictedUnpickler(pickle.Unpickler):
             return rebuild_tensor if name == "_rebuild_tensor_v2" else rebuild_parameter
         if module == "torch" and name in STORAGE_DTYPES:
             return StorageType(STORAGE_DTYPES[name])
+        if qualified in DATA_BUILDERS:
+            return DATA_BUILDERS[qualified]
         if name in RECORDED_CLASSES.get(module, ()):
-            qualified = f"{module}.{name}"
             if qualified not in self.record_types:
                 self.record_types[qualified] = type(name, (PickledObject,), {"qualified_name": qualified})
             return self.record_types[qualified]
-        raise CheckpointError(
-            f"{self.name}: refused to load {module}.{name}, which is not a class a YOLOv5 checkpoint uses "
-            "(the file could run code when unpickled)"
-        )
+        raise CheckpointError(refusal(self.name, qualified))
 
     def persistent_load(self, pid) -> torch.Tensor:
         if not (
@@ -139,6 +228,29 @@ class RestrictedUnpickler(pickle.Unpickler):
         return self.storages[key]
 
 
+def refusal(name: str, qualified: str) -> str:
+    """Why a checkpoint that names ``qualified`` in its pickle is not read."""
+    if qualified in UNSUPPORTED_MODEL_TYPES:
+        return (
+            f"{name}: a YOLOv5 {UNSUPPORTED_MODEL_TYPES[qualified]} checkpoint ({qualified}); "
+            "yolo-transfer reads detection models only (models.yolo.Model / DetectionModel)"
+        )
+    if qualified.startswith("ultralytics."):
+        return (
+            f"{name}: an Ultralytics YOLOv8-or-later checkpoint ({qualified}), not a YOLOv5 one; "
+            "yolo-transfer reads YOLOv5 v6.0-v7.0 detection checkpoints"
+        )
+    if qualified.startswith("models."):
+        return (
+            f"{name}: the model uses {qualified}, a YOLOv5 module yolo-transfer does not build "
+            "(supported: Conv, C3, Bottleneck, SPPF, Concat, nn.Upsample, Detect)"
+        )
+    return (
+        f"{name}: refused to load {qualified}, which is not a class a YOLOv5 checkpoint uses "
+        "(the file could run code when unpickled)"
+    )
+
+
 @dataclass
 class OfficialCheckpoint:
     """What yolo-transfer takes from an official checkpoint."""
@@ -146,7 +258,7 @@ class OfficialCheckpoint:
     state_dict: dict[str, torch.Tensor]
     config: dict
     names: list[str]
-    info: dict = field(default_factory=dict)  # epoch, imgsz (from opt), date, model class, dtype
+    info: dict = field(default_factory=dict)  # epoch, best_fitness, imgsz (opt), date, model class, dtype
 
 
 def unpickle_checkpoint(path: Path) -> object:
@@ -166,6 +278,8 @@ def unpickle_checkpoint(path: Path) -> object:
             return RestrictedUnpickler(archive, prefix, str(path)).load()
     except CheckpointError:
         raise
+    except RefusedValue as err:
+        raise CheckpointError(f"{path}: refused to rebuild {err}") from err
     except (
         pickle.UnpicklingError,
         zipfile.BadZipFile,
@@ -181,9 +295,15 @@ def unpickle_checkpoint(path: Path) -> object:
 
 
 def collect_state_dict(module: PickledObject, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Parameters and persistent buffers of a recorded nn.Module tree, in ``state_dict`` order and naming."""
+    """Parameters and persistent buffers of a recorded nn.Module tree, in ``state_dict`` order and naming.
+
+    Detect's ``anchor_grid`` buffer, pickled by code older than v6.0 (the v6.0 release's COCO weights among
+    them), is left out: it is the anchors times the strides, which the reference recomputes too.
+    """
     state = module.state
-    skip = state.get("_non_persistent_buffers_set") or set()
+    skip = set(state.get("_non_persistent_buffers_set") or ())
+    if module.qualified_name == "models.yolo.Detect":
+        skip |= LEGACY_BUFFERS
     tensors = {f"{prefix}{k}": v for k, v in (state.get("_parameters") or {}).items() if v is not None}
     tensors |= {
         f"{prefix}{k}": v for k, v in (state.get("_buffers") or {}).items() if v is not None and k not in skip
@@ -203,6 +323,15 @@ def names_as_list(names, nc: int) -> list[str]:
     return [str(n) for n in names]
 
 
+def as_number(value) -> float | None:
+    """``best_fitness`` as stored (a float, a NumPy scalar or a 1-element array) -> float, else None."""
+    if isinstance(value, NumpyArray) and value.array.size == 1:
+        value = value.array.item()
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
 def read_official_checkpoint(path: str | Path) -> OfficialCheckpoint:
     """The EMA (else raw) model of an official checkpoint: state_dict, model yaml, class names, info."""
     path = Path(path)
@@ -219,10 +348,16 @@ def read_official_checkpoint(path: str | Path) -> OfficialCheckpoint:
     config = model.state.get("yaml")
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: the model carries no yaml config")
+    layers = [*(config.get("backbone") or []), *(config.get("head") or [])]
+    if any(isinstance(layer, list) and len(layer) == 4 and layer[2] == "Focus" for layer in layers):
+        raise CheckpointError(
+            f"{path}: a YOLOv5 v5.0-or-earlier model (Focus stem); yolo-transfer reads v6.0-v7.0 checkpoints"
+        )
     nc = int(config.get("nc", model.state.get("nc", 80)))
     opt = ckpt.get("opt") if isinstance(ckpt.get("opt"), dict) else {}
     info = {
         "epoch": ckpt.get("epoch"),
+        "best_fitness": as_number(ckpt.get("best_fitness")),
         "date": ckpt.get("date"),
         "imgsz": opt.get("imgsz"),
         "model_class": model.qualified_name,

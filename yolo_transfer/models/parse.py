@@ -15,7 +15,10 @@ from torch import nn
 from yolo_transfer.errors import ConfigError
 from yolo_transfer.models.common import C3, SPPF, Bottleneck, Concat, Conv
 
-BUILTIN_CONFIGS = ("yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x")
+BUILTIN_CONFIGS = (
+    *("yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x"),  # P5: strides 8-32
+    *("yolov5n6", "yolov5s6", "yolov5m6", "yolov5l6", "yolov5x6"),  # P6: strides 8-64
+)
 REQUIRED_KEYS = ("nc", "depth_multiple", "width_multiple", "anchors", "backbone", "head")
 CONV_LIKE = {"Conv": Conv, "Bottleneck": Bottleneck, "C3": C3, "SPPF": SPPF}
 ACTIVATIONS = ("SiLU", "ReLU", "ReLU6", "LeakyReLU", "Hardswish", "Mish", "GELU", "Sigmoid", "Identity")

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from yolo_transfer.errors import ConfigError
@@ -13,6 +14,7 @@ from yolo_transfer.models.common import Conv
 from yolo_transfer.models.parse import load_config, parse_model
 
 PROBE_SIZE = 256  # input side of the dummy forward that measures the strides
+LETTERBOX_GREY = 114 / 255  # the letterbox padding colour, as a model input value
 
 
 class Detect(nn.Module):
@@ -69,7 +71,9 @@ class DetectionModel(nn.Module):
         if not isinstance(self.detect, Detect):
             raise ConfigError("model config: the last layer must be Detect")
         detect = self.detect
+        self.max_stride = 1  # until the probe has measured the strides
         detect.stride.copy_(self._probe_strides())
+        self.max_stride = int(detect.stride.max())
         self.register_buffer("stride", detect.stride.clone(), persistent=False)
         self._check_anchor_order()
         detect.anchors /= detect.stride.view(-1, 1, 1)  # stored in grid units, like the reference
@@ -80,7 +84,11 @@ class DetectionModel(nn.Module):
         return self.model[-1]
 
     def forward(self, x: torch.Tensor, no_grad_prefix: int = 0):
-        """Run the layers in order; those with index < ``no_grad_prefix`` build no autograd graph."""
+        """Run the layers in order; those with index < ``no_grad_prefix`` build no autograd graph.
+
+        Input sides must be multiples of the largest stride (64 for P6 models): see :meth:`_fit_to_stride`.
+        """
+        x = self._fit_to_stride(x)
         outputs: list[torch.Tensor | None] = []
         grad_enabled = torch.is_grad_enabled()
         for layer in self.model:
@@ -94,6 +102,26 @@ class DetectionModel(nn.Module):
                 x = layer(x)
             outputs.append(x if layer.i in self.save else None)
         return x
+
+    def _fit_to_stride(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` padded at the bottom and right to a multiple of the largest stride, in eval mode.
+
+        Letterboxed images and rect validation batches are padded to multiples of 32; a P6 model needs 64.
+        The extra letterbox-grey rows and columns keep every decoded box's pixel coordinates as they are.
+        Inputs that already fit (every input of a P5 model from our loaders) pass unchanged. Training inputs
+        must fit: the loss places targets on the grids of the unpadded image.
+        """
+        grid = self.max_stride
+        height, width = x.shape[-2:]
+        pad_height, pad_width = -height % grid, -width % grid
+        if not (pad_height or pad_width):
+            return x
+        if self.training:
+            raise ConfigError(
+                f"a {height}x{width} training image does not fit the model's largest stride {grid}: "
+                f"use an image size that is a multiple of {grid}"
+            )
+        return F.pad(x, (0, pad_width, 0, pad_height), value=LETTERBOX_GREY)
 
     def fuse(self) -> DetectionModel:
         """Fold every BatchNorm into its conv (in place) and switch to eval mode: for inference only."""
@@ -135,7 +163,10 @@ def build_model(
 
 
 def model_groups(model: DetectionModel) -> dict[str, list[int]]:
-    """Module indices of the groups: backbone (the yaml's backbone), neck (the rest) and head (Detect)."""
+    """Module indices of the groups: backbone (the yaml's backbone), neck (the rest) and head (Detect).
+
+    Read from the config, so they fit every architecture: P5 0-9 / 10-23 / 24, P6 0-11 / 12-32 / 33.
+    """
     n_backbone, n_layers = len(model.yaml["backbone"]), len(model.model)
     return {
         "backbone": list(range(n_backbone)),

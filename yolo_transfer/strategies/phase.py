@@ -26,6 +26,7 @@ from yolo_transfer.errors import ConfigError
 from yolo_transfer.strategies.selection import SelectionItem, parse_item
 
 BN_MODES = ("frozen", "train", "recalibrate")
+HEAD_INITS = ("transfer", "fresh")  # how the Detect output convs start for new classes (models/transfer.py)
 PLATEAU_KEYS = ("patience", "max_epochs", "min_delta")
 
 
@@ -40,6 +41,7 @@ class Phase:
     lr_mult: dict[str, float] = field(default_factory=dict)  # selection item -> LR multiplier
     layer_decay: float | None = None  # LR *= layer_decay ** (depth from the head)
     warmup_epochs: float | None = None  # the LR re-warms at the start of every phase
+    warmup_bias_lr: float | None = None  # bias LR at the start of the warmup (hyp's, 0.1 in the reference)
     epochs: int | float | None = None  # int epochs, or a float < 1 = fraction of the budget
     plateau: dict | None = None  # {"patience": P, "max_epochs": M, "min_delta": 0.0}
     batch: int | str | None = None  # int or "auto"
@@ -67,6 +69,8 @@ class Phase:
             _check_number(where, "layer_decay", self.layer_decay, low=0.0, high=1.0)
         if self.warmup_epochs is not None:
             _check_number(where, "warmup_epochs", self.warmup_epochs, low=0.0, allow_low=True)
+        if self.warmup_bias_lr is not None:
+            _check_number(where, "warmup_bias_lr", self.warmup_bias_lr, low=0.0, allow_low=True)
         if self.epochs is not None and self.plateau is not None:
             raise ConfigError(f"{where}: give either epochs or plateau, not both")
         if self.epochs is not None:
@@ -95,12 +99,18 @@ class Phase:
 
 @dataclass
 class Strategy:
-    """Phases run in order; ``l2sp`` > 0 adds the L2-SP pull towards the pretrained weights."""
+    """Phases run in order; ``l2sp`` > 0 adds the L2-SP pull towards the pretrained weights.
+
+    ``head`` says how the Detect output convs start when the data has other classes than the checkpoint:
+    ``transfer`` copies the box/objectness rows and same-name class rows, ``fresh`` re-initialises them all
+    as the reference does.
+    """
 
     name: str
     description: str
     phases: list[Phase]
     l2sp: float = 0.0
+    head: str = "transfer"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -119,6 +129,10 @@ class Strategy:
                     "phase may run for the rest of the budget)"
                 )
         _check_number(f"strategy '{self.name}'", "l2sp", self.l2sp, low=0.0, allow_low=True)
+        if self.head not in HEAD_INITS:
+            raise ConfigError(
+                f"strategy '{self.name}': head must be one of {', '.join(HEAD_INITS)}, got {self.head!r}"
+            )
 
 
 def _parse_item(where: str, item: object) -> SelectionItem:
@@ -169,6 +183,7 @@ def strategy_from_dict(data: dict, source: str) -> Strategy:
             description=data.get("description", ""),
             phases=built,
             l2sp=data.get("l2sp", 0.0),
+            head=data.get("head", "transfer"),
         )
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
@@ -192,7 +207,8 @@ def strategy_to_dict(strategy: Strategy) -> dict:
                 if f.name == "name" or getattr(phase, f.name) != getattr(defaults, f.name)
             }
         )
-    header = {"name": strategy.name, "description": strategy.description, "l2sp": strategy.l2sp}
+    header = {"name": strategy.name, "description": strategy.description}
+    header |= {"l2sp": strategy.l2sp, "head": strategy.head}
     return {**header, "phases": phases}
 
 

@@ -7,6 +7,7 @@ Modules are the entries of ``model.model`` (the reference's ``model.{i}``), sele
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -16,6 +17,26 @@ from yolo_transfer.errors import ConfigError
 from yolo_transfer.models import model_groups
 from yolo_transfer.strategies.phase import BN_MODES, Phase
 from yolo_transfer.strategies.selection import item_modules, parse_item, select_modules
+
+
+@dataclass(frozen=True)
+class PhaseSetup:
+    """What :func:`apply_phase` set up: the training modules, their parameter count, the no-grad prefix."""
+
+    trainable: list[int]
+    trainable_params: int
+    prefix: int
+
+
+def apply_phase(model: nn.Module, phase: Phase) -> PhaseSetup:
+    """Set ``model`` up for ``phase`` as every user of a phase must (trainer, cost model, benchmarks): only
+    the phase's modules learn, the model is in train mode with the phase's BatchNorm policy for the others,
+    and the leading frozen modules may run without an autograd graph."""
+    trainable = resolve_modules(phase.trainable, model)
+    params = freeze_modules(model, trainable)
+    model.train()
+    set_bn_mode(model, trainable, phase.bn)
+    return PhaseSetup(trainable, params, no_grad_prefix(trainable))
 
 
 def resolve_modules(spec: list[str | int], model: nn.Module) -> list[int]:
@@ -114,18 +135,26 @@ def module_lr_scales(model: nn.Module, phase: Phase) -> dict[int, float]:
 
 
 class L2SP:
-    """L2-SP (Li et al. 2018): ``strength * sum ||w - w_pretrained||^2`` over the trainable conv weights.
+    """L2-SP (Li et al. 2018): ``strength * sum ||w - w_pretrained||^2`` over the transferred weights.
 
-    It replaces "decay towards zero" with "decay towards the starting point" for the weights that weight decay
-    acts on (multi-dimensional ``weight`` tensors); the anchor is the model as it is when this is created.
+    As published, the pull towards the starting point replaces weight decay for the weights that came from the
+    pretrained model (multi-dimensional ``weight`` tensors not named in ``fresh``), while freshly initialised
+    layers (``fresh``: the Detect output convs of new classes) keep the plain L2 of weight decay: the trainer
+    leaves :attr:`anchor`'s parameters out of the decayed optimizer group. The anchor is the model as it is
+    when this is created.
     """
 
-    def __init__(self, model: nn.Module, strength: float):
+    def __init__(self, model: nn.Module, strength: float, fresh: Iterable[str] = ()):
         if strength < 0:
             raise ConfigError(f"L2-SP strength must be >= 0, got {strength}")
         self.strength = strength
+        fresh = set(fresh)
         params = model.named_parameters()
-        self.anchor = {name: param.detach().clone() for name, param in params if _is_anchored(name, param)}
+        self.anchor = {
+            name: param.detach().clone()
+            for name, param in params
+            if _is_anchored(name, param) and name not in fresh
+        }
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         """The penalty for the model's current weights (a scalar with a graph to the trainable weights)."""

@@ -1,0 +1,242 @@
+"""The transfer study: strategies against the yolov5 baseline on real datasets, and how good the advice is.
+
+For every case (a dataset x an epoch budget) it runs ``yolo-transfer compare`` with the strategies (the
+built-ins and ``yolov5-default``, the reference's own ``train.py`` defaults) into
+``OUT/<dataset>-e<epochs>/``, then ``yolo-transfer advise`` on the same data (``advise.json`` there, made anew
+each time). The table: each strategy's best mAP50-95 (mean over seeds), the best strategy, the advised one,
+the regret (best − advised) and the shift measurements; then, for the advisor and for the fixed rules peers
+document (always full fine-tuning, always the yolov5 defaults, the ultralytics fine-tuning guide's table), how
+often the choice is within 1 point of the best and the mean regret. Everything is resumable: a re-run skips
+finished runs and resumes unfinished ones. ``docs/advisor-study.md`` holds its results.
+
+    .venv/bin/python benchmarks/transfer_study.py --shared ../shared --out runs/study     # hours on a CPU
+    .venv/bin/python benchmarks/transfer_study.py --shared ../shared --datasets dawn_fog --budgets 30
+    .venv/bin/python benchmarks/transfer_study.py --quick --out runs/study-quick          # minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from yolo_transfer.advise import advise
+from yolo_transfer.advise.rules import HIGH_SHIFT, LARGE_DATA_IMAGES
+from yolo_transfer.compare import compare, parse_budget
+from yolo_transfer.compare.demo import shipped_weights
+from yolo_transfer.compare.results import aggregate, read_run
+from yolo_transfer.data.synthetic import make_domain
+
+DATASETS = {  # name -> data path under --shared
+    "raccoon": "data/raccoon",
+    "bccd": "data/bccd/BCCD",
+    "aerial_maritime": "data/aerial_maritime/data.yaml",
+    "dawn_fog": "data/dawn_fog/data.yaml",
+    "license_plates": "data/license_plates/data.yaml",
+}
+STRATEGIES = ["yolov5-default", "full", "freeze", "staged", "lp-ft", "gradual", "surgical-early"]
+AGREEMENT_POINTS = 0.01  # advised within 1 mAP50-95 point of the best
+
+
+def ultralytics_guide(profile: dict) -> str:
+    """The ultralytics fine-tuning guide's table: far from COCO (our measured shift >= HIGH_SHIFT) or large
+    data -> no freezing (our ``full``); small and similar -> freeze the backbone (``freeze``)."""
+    far = profile["shift"]["overall"] >= HIGH_SHIFT
+    large = profile["images"] >= LARGE_DATA_IMAGES
+    return "full" if far or large else "freeze"
+
+
+FIXED_RULES = {
+    "always full": lambda profile: "full",
+    "always yolov5-default": lambda profile: "yolov5-default",
+    "ultralytics guide": ultralytics_guide,
+}
+
+
+def run_case(name: str, data: str, weights: str, epochs: int, args, console: Console) -> dict:
+    """One dataset x budget: the comparison, the advice, and the numbers the table needs."""
+    out = Path(args.out) / f"{name}-e{epochs}"
+    options = {
+        "imgsz": args.imgsz, "batch": args.batch, "hyp": "low", "optimizer": "SGD", "lr0": None,
+        "cos_lr": False, "patience": 100, "device": args.device, "workers": args.workers, "cache": True,
+        "val_fraction": 0.2, "split_seed": 0,
+    }  # fmt: skip
+    if args.report_only:  # the table of the runs that finished, nothing trained
+        runs = [
+            read_run(strategy, seed, out / "runs" / f"{strategy}-s{seed}", out, "missing", None)
+            for strategy in args.strategies
+            for seed in args.seeds
+            if (out / "runs" / f"{strategy}-s{seed}" / "summary.json").is_file()
+        ]
+        aggregate_table = aggregate(runs, args.strategies)
+    else:
+        results = compare(
+            data, weights, args.strategies, parse_budget(f"epochs={epochs}"), args.seeds, out,
+            jobs=args.jobs, train_options=options, console=console,
+        )  # fmt: skip
+        aggregate_table = results["aggregate"]
+    # the measurements are quick without timing (the budget is in epochs); the advice follows today's rules
+    advice = advise(
+        data, weights, imgsz=args.imgsz, budget=f"epochs={epochs}", device=args.device, compute=False
+    )
+    (out / "advise.json").write_text(json.dumps(advice, indent=2))
+    scores = {
+        strategy: row["best_map50_95"]["mean"]
+        for strategy, row in aggregate_table.items()
+        if row["best_map50_95"]["mean"] is not None
+    }
+    return {
+        "case": f"{name} e{epochs}",
+        "scores": scores,
+        "advised": advice["recommendation"]["strategy"],
+        "profile": {
+            "images": advice["scale"]["images"],
+            "label_overlap": advice["labels"]["fraction"],
+            "objectness": advice["objectness"]["mean_top_k"],
+            "shift": {key: advice["shift"][key] for key in ("early", "middle", "late", "overall")},
+        },
+    }
+
+
+def regret(case: dict, choice: str) -> float | None:
+    """Best score minus the chosen strategy's (None when the choice was not run)."""
+    scores = case["scores"]
+    return None if choice not in scores else max(scores.values()) - scores[choice]
+
+
+def summarise(cases: list[dict]) -> dict:
+    """Agreement and mean regret of the advisor and of each fixed rule over the cases."""
+    choosers = {"advise": lambda case: case["advised"]}
+    choosers |= {name: (lambda case, rule=rule: rule(case["profile"])) for name, rule in FIXED_RULES.items()}
+    summary = {}
+    for name, choose in choosers.items():
+        regrets = [r for r in (regret(case, choose(case)) for case in cases) if r is not None]
+        summary[name] = {
+            "cases": len(regrets),
+            "agreement": sum(r <= AGREEMENT_POINTS for r in regrets) / len(regrets) if regrets else None,
+            "mean_regret": statistics.fmean(regrets) if regrets else None,
+        }
+    return summary
+
+
+def print_tables(cases: list[dict], summary: dict, strategies: list[str], console: Console) -> None:
+    table = Table(title="Best mAP50-95 per case (mean over seeds); * = best, a = advised")
+    for column in ["case", *strategies, "advised", "regret", "shift (early/mid/late)"]:
+        table.add_column(column, justify="left" if column in ("case", "advised") else "right")
+    for case in cases:
+        scores, best = case["scores"], max(case["scores"], key=case["scores"].get)
+        cells = []
+        for strategy in strategies:
+            value = scores.get(strategy)
+            mark = ("*" if strategy == best else "") + ("a" if strategy == case["advised"] else "")
+            cells.append("-" if value is None else f"{value:.3f}{mark}")
+        shift = case["profile"]["shift"]
+        advised_regret = regret(case, case["advised"])
+        table.add_row(
+            case["case"], *cells, case["advised"], "-" if advised_regret is None else f"{advised_regret:.3f}",
+            f"{shift['early']:.2f}/{shift['middle']:.2f}/{shift['late']:.2f}",
+        )  # fmt: skip
+    console.print(table)
+    rules = Table(title=f"Choosers: advised within {AGREEMENT_POINTS * 100:.0f} pt of the best, mean regret")
+    for column in ("chooser", "cases", "agreement", "mean regret"):
+        rules.add_column(column)
+    for name, row in summary.items():
+        agreement = "-" if row["agreement"] is None else f"{row['agreement']:.0%}"
+        mean = "-" if row["mean_regret"] is None else f"{row['mean_regret']:.3f}"
+        rules.add_row(name, str(row["cases"]), agreement, mean)
+    console.print(rules)
+
+
+def markdown(cases: list[dict], summary: dict, strategies: list[str]) -> str:
+    """The two tables as Markdown (docs/advisor-study.md quotes them)."""
+    head = ["case", *strategies, "advised", "regret", "label overlap", "shift early/mid/late (overall)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for case in cases:
+        scores = case["scores"]
+        best = max(scores, key=scores.get) if scores else None
+        cells = []
+        for strategy in strategies:
+            value = scores.get(strategy)
+            text = "-" if value is None else f"{value:.3f}"
+            cells.append(f"**{text}**" if strategy == best else text)
+        shift, advised = case["profile"]["shift"], case["advised"]
+        advised_regret = regret(case, advised)
+        lines.append(
+            f"| {case['case']} | "
+            + " | ".join(cells)
+            + f" | {advised} | "
+            + ("-" if advised_regret is None else f"{advised_regret:.3f}")
+            + f" | {case['profile']['label_overlap']:.0%} | {shift['early']:.2f}/{shift['middle']:.2f}/"
+            f"{shift['late']:.2f} ({shift['overall']:.2f}) |"
+        )
+    lines += ["", "| chooser | cases | within 1 pt of the best | mean regret |", "|---|---|---|---|"]
+    for name, row in summary.items():
+        agreement = "-" if row["agreement"] is None else f"{row['agreement']:.0%}"
+        mean = "-" if row["mean_regret"] is None else f"{row['mean_regret']:.3f}"
+        lines.append(f"| {name} | {row['cases']} | {agreement} | {mean} |")
+    return "\n".join(lines) + "\n"
+
+
+def quick_cases(out: Path) -> list[tuple[str, str]]:
+    """Synthetic target domains with a small and a large shift (for a CI-sized run)."""
+    cases = []
+    for shift in (0.2, 0.8):
+        name = f"synthetic-shift{shift}"
+        cases.append((name, str(make_domain(out / name, "target", n_images=60, imgsz=128, shift=shift))))
+    return cases
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--shared", default="../shared", help="folder with weights/ and data/")
+    parser.add_argument("--weights", default=None, help="default: SHARED/weights/yolov5n.pt")
+    parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated names")
+    parser.add_argument("--budgets", default="30,100", help="comma-separated epoch budgets")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds")
+    parser.add_argument("--imgsz", type=int, default=320)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="CI-sized: synthetic targets (shift 0.2, 0.8), the shipped demo checkpoint, 128 px, 8 epochs",
+    )  # fmt: skip
+    parser.add_argument("--out", default="runs/study")
+    parser.add_argument(
+        "--report-only", action="store_true", help="tabulate the runs that finished; train nothing"
+    )
+    args = parser.parse_args(argv)
+    args.strategies = [s for s in args.strategies.split(",") if s]
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shared = Path(args.shared)
+    weights = args.weights or str(shared / "weights" / "yolov5n.pt")
+    if args.quick:
+        args.imgsz, budgets, datasets = 128, [8], quick_cases(out)
+        weights = args.weights or str(shipped_weights())
+    else:
+        budgets = [int(b) for b in args.budgets.split(",")]
+        datasets = [(name, str(shared / DATASETS[name])) for name in args.datasets.split(",")]
+    console = Console()
+    cases = [
+        run_case(name, data, weights, epochs, args, console) for epochs in budgets for name, data in datasets
+    ]
+    summary = summarise(cases)
+    (out / "study.json").write_text(json.dumps({"cases": cases, "summary": summary}, indent=2))
+    (out / "study.md").write_text(markdown(cases, summary, args.strategies))
+    print_tables(cases, summary, args.strategies, console)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

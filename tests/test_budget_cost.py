@@ -1,0 +1,79 @@
+"""Budgets and the one cost model behind them: epochs within a time budget, measured phase costs, time=1."""
+
+import json
+
+import pytest
+import torch
+
+from yolo_transfer.cli import main
+from yolo_transfer.data import load_dataset, load_hyp
+from yolo_transfer.data.synthetic import make_domain
+from yolo_transfer.engine.budget import epochs_within, parse_budget, schedule_seconds
+from yolo_transfer.engine.cost import measure_costs
+from yolo_transfer.models import build_model, save_model
+from yolo_transfer.strategies import Phase, Strategy
+from yolo_transfer.strategies.phase import resolve_phase_lengths
+
+TWO_PHASES = Strategy(
+    "two", "frozen half the budget, then all",
+    [Phase("frozen", trainable=["head"], plateau={"patience": 2, "max_epochs": 0.5}), Phase("all")],
+)  # fmt: skip
+
+
+def test_epochs_within_a_time_budget():
+    one = Strategy("one", "all", [Phase("all")])
+    resolve_one = lambda epochs: resolve_phase_lengths(one, epochs)  # noqa: E731
+    assert epochs_within(resolve_one, [10.0], budget_s=105) == 10
+    assert epochs_within(resolve_one, [10.0], budget_s=5) == 0
+    resolve_two = lambda epochs: resolve_phase_lengths(TWO_PHASES, epochs)  # noqa: E731
+    assert schedule_seconds(resolve_two(100), [6.0, 10.0], 100) == 50 * 6 + 50 * 10
+    assert epochs_within(resolve_two, [6.0, 10.0], budget_s=800) == 100
+    assert epochs_within(resolve_two, [6.0, 10.0], budget_s=87) == 11  # 6 * 6 + 5 * 10 = 86
+
+
+def test_budget_text():
+    assert str(parse_budget("time=1.5")) == "time=1.5" and parse_budget("time=1.5").max_seconds == 90
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cost")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("YOLO_TRANSFER_CACHE", str(root / "cache"))
+        yield make_domain(root / "data", "target", n_images=30, imgsz=128, seed=4)
+
+
+def test_measured_costs_follow_the_phases_and_leave_the_model_alone(tiny):
+    data = load_dataset(tiny)
+    model = build_model("yolov5n", nc=len(data.names))
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    strategy = resolve_phase_lengths(TWO_PHASES, 10)
+    costs = measure_costs(model, [strategy], data, imgsz=128, batch=8, hyp=load_hyp("low"), device="cpu")
+
+    assert set(costs.step_s) == {(24,), tuple(range(25))}
+    assert costs.step_s[(24,)] < costs.step_s[tuple(range(25))]  # the head alone is cheaper
+    assert costs.load_s > 0 and costs.val_s > 0 and (costs.n_train, costs.n_val) == (24, 6)
+    frozen, full = costs.strategy_epoch_seconds(strategy, model)
+    assert frozen == pytest.approx(24 * (costs.step_s[(24,)] + costs.load_s) + 6 * costs.val_s)
+    assert frozen < full
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_a_one_minute_budget_ends_within_fifteen_percent(tiny, tmp_path):
+    root = tmp_path
+    weights = root / "w.safetensors"
+    names = load_dataset(tiny).names
+    save_model(build_model("yolov5n", nc=len(names), names=names), weights, {})
+    out = root / "cmp"
+    code = main(
+        ["compare", "--data", str(tiny), "--weights", str(weights), "--strategies", "full",
+         "--budget", "time=1", "--imgsz", "128", "--batch", "8", "--workers", "0", "--device", "cpu",
+         "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    run = json.loads((out / "results.json").read_text())["runs"][0]
+    plan = json.loads((out / "runs" / "full-s0" / "plan.json").read_text())
+    assert plan["epochs"] >= 2 and plan["probe"]["epoch_seconds_estimate"] > 0
+    assert run["wall_seconds"] <= 60 * 1.15, run["wall_seconds"]
+    assert run["wall_seconds"] >= 60 * 0.5, run["wall_seconds"]  # the schedule used the budget

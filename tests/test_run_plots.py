@@ -1,0 +1,126 @@
+"""A training run's plots and progress: results.png, labels.jpg, batch mosaics, final PR/F1/confusion PNGs,
+1-based epochs, and the ETA of the run."""
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+
+from yolo_transfer.compare.run_counter import RunCounter
+from yolo_transfer.data import load_dataset
+from yolo_transfer.data.synthetic import make_domain
+from yolo_transfer.engine import run_log
+from yolo_transfer.engine.batch_plots import label_boxes, plot_batch
+from yolo_transfer.engine.run_eta import format_duration, run_eta_seconds
+from yolo_transfer.engine.run_plots import plot_labels, plot_results
+from yolo_transfer.engine.train_progress import training_progress
+from yolo_transfer.engine.trainer import TrainConfig, Trainer
+from yolo_transfer.models import build_model
+from yolo_transfer.strategies import Phase, Strategy
+
+RUN_FILES = [
+    "results.png", "labels.jpg", "train_batch0.jpg", "train_batch1.jpg", "val_batch0_labels.jpg",
+    "val_batch0_pred.jpg", "pr_curve.png", "f1_curve.png", "confusion_matrix.png",
+]  # fmt: skip
+
+
+def rows(phases: list[str]) -> list[dict]:
+    """results.csv-like rows, one per epoch (1-based), with the given phase per epoch."""
+    return [
+        {**{key: 0.1 * epoch for key in run_log.RESULTS_COLUMNS}, "epoch": epoch, "phase": phase}
+        for epoch, phase in enumerate(phases, start=1)
+    ]
+
+
+def test_label_boxes_are_input_pixels():
+    targets = torch.tensor([[0, 2, 0.5, 0.5, 0.5, 0.25], [1, 0, 0.25, 0.25, 0.1, 0.1]])
+    first, second = label_boxes(targets, 2, (64, 128))
+    np.testing.assert_allclose(first, [[32, 24, 96, 40, 1, 2]])
+    np.testing.assert_allclose(second, [[25.6, 12.8, 38.4, 19.2, 1, 0]], rtol=1e-5)
+
+
+def test_plot_batch_tiles_images_and_draws_boxes(tmp_path):
+    images = torch.full((4, 3, 64, 128), 127, dtype=torch.uint8)
+    boxes = [np.array([[32, 16, 96, 48, 0.9, 1]])] + [np.zeros((0, 6))] * 3
+    plot_batch(images, boxes, ["a", "b"], tmp_path / "batch.png", show_conf=True)
+    mosaic = cv2.imread(str(tmp_path / "batch.png"))
+    assert mosaic.shape == (128, 256, 3)  # 2 x 2 tiles
+    assert np.abs(mosaic[16, 40:90].astype(int) - 127).max() > 50  # the box's top edge in tile 0
+    assert np.abs(mosaic[64 + 16, 128 + 40 : 128 + 90].astype(int) - 127).max() < 5  # tile 3 has no box
+
+
+def test_results_png_and_labels_jpg_decode(tmp_path, monkeypatch):
+    plot_results(rows(["frozen", "frozen", "all"]), tmp_path / "results.png")
+    assert cv2.imread(str(tmp_path / "results.png")).shape == (600, 1500, 3)
+    monkeypatch.setenv("YOLO_TRANSFER_CACHE", str(tmp_path / "cache"))
+    data = load_dataset(make_domain(tmp_path / "data", "target", n_images=8, imgsz=64, seed=0))
+    plot_labels(data.train, data.names, tmp_path / "labels.jpg")
+    assert cv2.imread(str(tmp_path / "labels.jpg")).shape == (400, 1300, 3)
+
+
+def test_run_eta_from_the_measured_epoch_time():
+    assert run_eta_seconds(100.0, 2, 10) == 400.0
+    assert run_eta_seconds(100.0, 2, 10, max_seconds=150.0) == 50.0
+    assert run_eta_seconds(0.0, 0, 10) is None
+    assert run_eta_seconds(50.0, 10, 10) == 0.0
+    assert [format_duration(s) for s in (3723, 65, 0, None)] == ["1:02:03", "0:01:05", "0:00:00", "-:--:--"]
+    line = run_log.epoch_line({**rows(["all"])[0], "epoch": 2, "wall_s": 100.0}, 10)
+    assert line.startswith("epoch 2/10 [all]") and line.endswith("ETA 0:06:40")
+
+
+def test_run_bar_shows_epochs_done_and_eta():
+    progress = training_progress(Console(), 2, 10, 100.0, None)
+    (task,) = progress.tasks
+    assert (task.completed, task.total) == (2, 10)
+    assert (task.fields["elapsed"], task.fields["eta"]) == ("0:01:40", "0:06:40")
+
+
+def test_compare_counter_eta(monkeypatch):
+    clock = iter([60.0, 90.0])
+    monkeypatch.setattr("yolo_transfer.compare.run_counter.time.monotonic", lambda: next(clock))
+    counter = RunCounter(4, start=0.0)
+    assert counter.finished() == "1/4 runs finished, comparison ETA 0:03:00"
+    assert counter.finished() == "2/4 runs finished, comparison ETA 0:01:30"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One epoch of a two-phase strategy at 64 px on 16 synthetic images (training from scratch)."""
+    root = tmp_path_factory.mktemp("run")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("YOLO_TRANSFER_CACHE", str(root / "cache"))
+        data_yaml = make_domain(root / "data", "target", n_images=16, imgsz=64, seed=0)
+        data = load_dataset(data_yaml)
+        strategy = Strategy("two", "", [Phase("head", trainable=["head"], epochs=1), Phase("all")])
+        config = TrainConfig(
+            data=str(data_yaml), out=root / "out", epochs=2, imgsz=64, batch=4, workers=0, hyp="low"
+        )
+        model = build_model("yolov5n", nc=len(data.names), names=data.names)
+        summary = Trainer(model, data, strategy, config, config.out).fit()
+    return config.out, summary
+
+
+def test_finished_run_folder_holds_the_plots(finished_run):
+    out, _ = finished_run
+    for name in RUN_FILES:
+        image = cv2.imread(str(out / name))
+        assert image is not None and image.shape[0] > 100, name
+
+
+def test_epochs_are_one_based_in_results_csv_and_summary(finished_run):
+    out, summary = finished_run
+    with open(out / "results.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert [int(row["epoch"]) for row in table] == [1, 2]
+    assert [row["phase"] for row in table] == ["head", "all"]
+    assert 1 <= summary["best"]["epoch"] <= 2 and summary["final"]["epoch"] == 2
+
+
+def test_summary_records_the_device(finished_run):
+    out, summary = finished_run
+    assert json.loads((out / "summary.json").read_text())["device"] == summary["device"]
+    assert summary["device"]["device"] == "cpu" and summary["device"]["threads"] >= 1

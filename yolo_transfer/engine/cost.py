@@ -1,0 +1,186 @@
+"""One cost model for time budgets, advice and benchmarks: seconds per epoch of each phase on this device.
+
+An epoch of a phase costs ``train images x (training step + data loading) + val images x evaluation``
+seconds. The training step is timed the way the trainer runs it: the phase set up by ``apply_phase`` (frozen
+modules, their BatchNorm policy, the no-grad prefix), forward, loss, backward and an optimizer step over the
+trainable parameters, on a real augmented batch of the data; loading and the evaluation forward are timed on
+the same data. Every time is the median of a few repeats after a warm-up, the phases' steps interleaved, so
+a disturbance in either direction moves it little and hits every phase alike. ``compare --budget time=``
+(engine/budget.py), ``advise`` and benchmarks/strategy_cost.py all measure through :func:`measure_costs`.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from yolo_transfer.data import build_dataloader
+from yolo_transfer.engine.budget import epochs_within, schedule_seconds
+from yolo_transfer.engine.loss import ComputeLoss, scale_loss_gains
+from yolo_transfer.engine.optim import build_optimizer
+from yolo_transfer.strategies import Phase, Strategy, load_strategy
+from yolo_transfer.strategies.trainable import apply_phase, resolve_modules
+
+NOMINAL_EPOCHS = 100  # phase fractions are resolved against this many epochs to weigh their costs
+
+
+@dataclass
+class CostModel:
+    """Measured seconds per image on one device, and the epoch costs they imply for a dataset."""
+
+    n_train: int
+    n_val: int
+    load_s: float  # the augmenting loader, per image, in one process
+    val_s: float  # the evaluation forward, per image
+    step_s: dict[tuple[int, ...], float]  # a training step per image, by trainable module set
+
+    def phase_epoch_seconds(self, trainable: Iterable[int]) -> float:
+        return self.n_train * (self.step_s[tuple(trainable)] + self.load_s) + self.n_val * self.val_s
+
+    def strategy_epoch_seconds(self, strategy: Strategy, model: nn.Module) -> list[float]:
+        """Seconds per epoch of every phase of ``strategy``."""
+        return [self.phase_epoch_seconds(_trainable(model, phase)) for phase in strategy.phases]
+
+    def epochs_within(self, strategy: str, model: nn.Module, seconds: float) -> int:
+        """The longest schedule of ``strategy`` (a name or YAML path) that fits in ``seconds``."""
+        phase_s = self.strategy_epoch_seconds(load_strategy(strategy, epochs=NOMINAL_EPOCHS), model)
+        return epochs_within(lambda epochs: load_strategy(strategy, epochs=epochs), phase_s, seconds)
+
+    def mean_epoch_seconds(self, strategy: str, model: nn.Module) -> float:
+        """Seconds per epoch of ``strategy`` averaged over a nominal schedule (phases by their share)."""
+        resolved = load_strategy(strategy, epochs=NOMINAL_EPOCHS)
+        phase_s = self.strategy_epoch_seconds(resolved, model)
+        return schedule_seconds(resolved, phase_s, NOMINAL_EPOCHS) / NOMINAL_EPOCHS
+
+    def to_dict(self) -> dict:
+        return {
+            "n_train": self.n_train, "n_val": self.n_val, "loader_s_per_image": self.load_s,
+            "val_s_per_image": self.val_s,
+            "train_s_per_image": {",".join(map(str, k)): v for k, v in self.step_s.items()},
+        }  # fmt: skip
+
+
+def measure_costs(
+    model: nn.Module,
+    strategies: Iterable[Strategy],
+    data,
+    *,
+    imgsz: int,
+    batch: int,
+    hyp: dict,
+    device: torch.device | str,
+    repeats: int = 3,
+) -> CostModel:
+    """Time every distinct trainable set of ``strategies``' phases on ``data`` (a LoadedDataset).
+
+    ``model`` is not changed: the steps run on a copy.
+    """
+    device = torch.device(device)
+    model = copy.deepcopy(model).to(device)
+    loader = build_dataloader(data.train, imgsz, batch, augment=True, hyp=hyp, shuffle=True, workers=0)
+    load_s, (images, targets) = _loader_seconds(loader, repeats)
+    images, targets = images.to(device).float() / 255, targets.to(device)
+    detect = model.detect
+    compute_loss = ComputeLoss(model, scale_loss_gains(hyp, detect.nl, detect.nc, imgsz))
+    phases = {tuple(_trainable(model, phase)): phase for strategy in strategies for phase in strategy.phases}
+    steps = {
+        trainable: _training_step(model, phase, images, targets, compute_loss)
+        for trainable, phase in phases.items()
+    }
+    times: dict[tuple[int, ...], list[float]] = {trainable: [] for trainable in steps}
+    for repeat in range(repeats + 1):  # the first round warms up
+        for trainable, step in steps.items():
+            seconds = step()
+            if repeat:
+                times[trainable].append(seconds / len(images))
+    step_s = {trainable: statistics.median(values) for trainable, values in times.items()}
+    return CostModel(len(data.train), len(data.val), load_s, _eval_seconds(model, images, repeats), step_s)
+
+
+def _trainable(model: nn.Module, phase: Phase) -> list[int]:
+    return resolve_modules(phase.trainable, model)
+
+
+def _median_seconds(step, repeats: int) -> float:
+    step()  # warm-up: allocations, lazy initialisation
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _training_step(model, phase: Phase, images, targets, compute_loss) -> Callable[[], float]:
+    """A timed training step of ``phase`` as the trainer takes it; each call sets the phase up again."""
+    apply_phase(model, phase)
+    optimizer = build_optimizer(model, "SGD", lr0=0.0)
+
+    def step() -> float:
+        setup = apply_phase(model, phase)
+        start = time.perf_counter()
+        loss, _ = compute_loss(model(images, no_grad_prefix=setup.prefix), targets)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    return step
+
+
+@torch.no_grad()
+def _eval_seconds(model: nn.Module, images: torch.Tensor, repeats: int) -> float:
+    model.eval()
+    return _median_seconds(lambda: model(images), repeats) / len(images)
+
+
+def _loader_seconds(loader, repeats: int) -> tuple[float, tuple[torch.Tensor, torch.Tensor]]:
+    """Seconds per image of the augmenting loader, and its first batch (images, targets)."""
+    batches = iter(loader)
+    first = next(batches)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        batch = next(batches, None)
+        if batch is None:
+            break
+        times.append((time.perf_counter() - start) / len(batch[0]))
+    if not times:  # a one-batch dataset: time the first batch again
+        start = time.perf_counter()
+        next(iter(loader))
+        times.append((time.perf_counter() - start) / len(first[0]))
+    return statistics.median(times), (first[0], first[1])
+
+
+def epochs_for_time(
+    strategy: str,
+    seconds: float,
+    *,
+    weights: str,
+    data: str,
+    imgsz: int,
+    batch: int,
+    hyp: str | dict,
+    device: str,
+    val_fraction: float,
+    split_seed: int,
+) -> tuple[int, dict]:
+    """Epochs of ``strategy`` that fill ``seconds`` on this machine, and the measurements behind them."""
+    from yolo_transfer.data import load_dataset, load_hyp
+    from yolo_transfer.models import load_model
+
+    dataset = load_dataset(data, val_fraction=val_fraction, seed=split_seed)
+    model, _ = load_model(weights, nc=len(dataset.names), names=dataset.names)
+    resolved = load_strategy(strategy, epochs=NOMINAL_EPOCHS)
+    costs = measure_costs(
+        model, [resolved], dataset, imgsz=imgsz, batch=batch, hyp=load_hyp(hyp), device=device
+    )
+    epochs = max(1, costs.epochs_within(strategy, model, seconds))
+    estimate = costs.mean_epoch_seconds(strategy, model)
+    return epochs, {**costs.to_dict(), "epoch_seconds_estimate": estimate, "epochs": epochs}
