@@ -1,66 +1,186 @@
-"""Training throughput of the real training loop: train img/s and peak RSS for yolov5n at 320, batch 16.
+"""Training throughput against what the machine can compute, with where each epoch's time goes.
 
-Runs ``yolo_transfer.engine.trainer.train`` (strategy ``full``, mosaic augmentation, EMA, accumulation) on the
-built-in synthetic target domain for one epoch of a fixed number of training images (img/s counts the
-training loop only, not the validation at the end), and prints a table. Usage::
+In one run, each in its own process (so peak RSS is each one's own): the compute limit, a bare forward and
+backward of the model on random tensors (channels_last, same batch and size, no data, no optimizer) with
+everything trainable and with modules 0-9 frozen (the frozen prefix without autograd); then the real trainer
+(``yolo_transfer.engine.trainer.train``, mosaic, EMA, accumulation, validation) for ``full``, ``freeze`` and
+the first phase of ``staged``, each as a fraction of its limit, with its per-epoch time breakdown (data wait,
+forward, loss and targets, backward, optimizer step, EMA, validation) and peak RSS. Reference settings:
+official yolov5n weights, the real dawn_fog set, 320 px, batch 16, loader workers and the RAM cache as the
+trainer chooses them. Usage::
 
-    python benchmarks/train_throughput.py [--images 320] [--weights ../shared/weights/yolov5n.pt] [--device X]
+    python benchmarks/train_throughput.py [--data DATA] [--weights W] [--imgsz 320] [--batch 16]
+        [--epochs 1] [--device cpu] [--iters 8] [--workers N] [--images N]
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import dataclasses
+import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
-from yolo_transfer.data.synthetic import make_domain
+from yolo_transfer.data import load_dataset
+from yolo_transfer.engine.device import select_device
+from yolo_transfer.engine.loading_plan import available_cores
+from yolo_transfer.engine.run_log import peak_rss_mb
+from yolo_transfer.engine.step_timer import SECTIONS
 from yolo_transfer.engine.trainer import TrainConfig, train
+from yolo_transfer.models import load_model
 from yolo_transfer.strategies import load_strategy
+from yolo_transfer.strategies.trainable import apply_phase
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "weights" / "yolov5n.pt"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+DEFAULT_DATA = SHARED / "data" / "dawn_fog" / "data.yaml"
+DEFAULT_WEIGHTS = SHARED / "weights" / "yolov5n.pt"
+# (row, limit job, trainer job); staged's first phase trains what freeze trains
+ROWS = [("full", "limit:full", "train:full"), ("freeze", "limit:freeze", "train:freeze"),
+        ("staged, phase 1", "limit:freeze", "train:staged")]  # fmt: skip
+WARMUP_ITERS = 2
+
+
+def compute_limit(args: argparse.Namespace, strategy: str) -> dict:
+    """img/s of a bare forward+backward of the phase's model on random tensors, and this process's RSS."""
+    device = select_device(args.device)
+    model, _ = load_model(args.weights, nc=len(load_dataset(args.data).names))
+    setup = apply_phase(model, load_strategy(strategy, epochs=1).phases[0])
+    model = model.to(device, memory_format=torch.channels_last)
+    images = torch.rand(args.batch, 3, args.imgsz, args.imgsz, device=device)
+    images = images.contiguous(memory_format=torch.channels_last)
+    amp = device.type == "cuda"
+
+    def step() -> None:
+        with torch.autocast(device.type, enabled=amp):
+            loss = sum(out.float().mean() for out in model(images, no_grad_prefix=setup.prefix))
+        loss.backward()
+
+    for _ in range(WARMUP_ITERS):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(args.iters):
+        step()
+    _sync(device)
+    img_per_s = args.batch * args.iters / (time.perf_counter() - start)
+    return {"img_per_s": img_per_s, "peak_rss_mb": peak_rss_mb()}
+
+
+def trainer_speed(args: argparse.Namespace, strategy: str) -> dict:
+    """img/s, per-epoch time breakdown and peak RSS of the real trainer (for staged: its first phase only)."""
+    chosen = load_strategy(strategy, epochs=max(args.epochs, 2))  # staged's two phases need two epochs
+    if strategy == "staged":  # its first phase for the run's epochs (the trainer stops at --epochs)
+        chosen = dataclasses.replace(chosen, phases=chosen.phases[:1])
+    with tempfile.TemporaryDirectory() as tmp:
+        config = TrainConfig(
+            data=str(args.data), out=Path(tmp) / "run", weights=str(args.weights), epochs=args.epochs,
+            imgsz=args.imgsz, batch=args.batch, device=args.device, workers=args.workers, profile=True,
+            max_images=args.images,
+        )  # fmt: skip
+        summary = train(config, chosen)
+    per_epoch = {key: value / summary["epochs"] for key, value in summary["time_breakdown_s"].items()}
+    return {
+        "img_per_s": summary["train_img_per_s"], "peak_rss_mb": summary["peak_rss_mb"],
+        "breakdown": per_epoch, "loading": summary["loading"],
+    }  # fmt: skip
+
+
+def run_job(args: argparse.Namespace, job: str) -> dict:
+    """Run ``job`` (e.g. ``train:freeze``) in a fresh process of this script; its result."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "result.json"
+        command = [sys.executable, __file__, "--job", job, "--result", str(result), *_passed_on(args)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"{job} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        return json.loads(result.read_text())
+
+
+def _passed_on(args: argparse.Namespace) -> list[str]:
+    options = ["--data", str(args.data), "--weights", str(args.weights), "--imgsz", str(args.imgsz)]
+    options += ["--batch", str(args.batch), "--epochs", str(args.epochs), "--device", args.device]
+    options += ["--iters", str(args.iters)]
+    options += [] if args.workers is None else ["--workers", str(args.workers)]
+    return options + ([] if args.images is None else ["--images", str(args.images)])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def report(args: argparse.Namespace, results: dict[str, dict], seconds: float) -> Table:
+    device = select_device(args.device)
+    table = Table(
+        title=f"train throughput: yolov5n ({Path(args.weights).name}) on {Path(args.data).parent.name}, "
+        f"{args.imgsz} px, batch {args.batch}, {args.epochs} epoch(s), {device}",
+        caption=_caption(results, seconds),
+    )
+    table.add_column("strategy", no_wrap=True)
+    for column in ("limit img/s", "trainer img/s", "of limit"):
+        table.add_column(column, justify="right")
+    for section in SECTIONS:
+        table.add_column(f"{section} s/ep", justify="right")
+    table.add_column("peak RSS MB", justify="right")
+    for name, limit_job, train_job in ROWS:
+        limit, trained = results[limit_job]["img_per_s"], results[train_job]
+        speed, breakdown = trained["img_per_s"], trained["breakdown"]
+        table.add_row(
+            name, f"{limit:.1f}", f"{speed:.1f}", f"{speed / limit:.0%}",
+            *(f"{breakdown[section]:.1f}" for section in SECTIONS), f"{trained['peak_rss_mb']:.0f}",
+        )  # fmt: skip
+    return table
+
+
+def _caption(results: dict[str, dict], seconds: float) -> str:
+    loading = results["train:full"]["loading"]
+    rss = results["train:freeze"]["peak_rss_mb"] / results["train:full"]["peak_rss_mb"]
+    return (
+        f"{platform.machine()}, {available_cores()} cores, torch {torch.__version__}; trainer: "
+        f"{loading['workers']} loader workers, {loading['threads']} torch threads, RAM cache "
+        f"{'on' if loading['cache'] else 'off'}. Limit: bare fwd+bwd, random tensors, channels_last, no "
+        f"optimizer (frozen: modules 0-9 without autograd). Peak RSS freeze/full {rss:.2f}. {seconds:.0f} s."
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=320, help="training images to time")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data.yaml (default: dawn_fog)")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--imgsz", type=int, default=320)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=1, help="trainer epochs per strategy")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS) if DEFAULT_WEIGHTS.exists() else None)
+    parser.add_argument("--iters", type=int, default=8, help="timed iterations of the compute limit")
+    parser.add_argument("--workers", type=int, default=None, help="loader workers (default: the trainer's)")
+    parser.add_argument("--images", type=int, default=None, help="stop each trainer run after N images")
+    parser.add_argument("--job", default=None, help=argparse.SUPPRESS)  # internal: one measurement
+    parser.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    os.environ.setdefault("YOLO_TRANSFER_CACHE", str(Path(tempfile.gettempdir()) / "yolo-transfer-bench"))
 
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ.setdefault("YOLO_TRANSFER_CACHE", str(Path(tmp) / "cache"))
-        # one epoch whose 80 % train split holds the images to time, so validation runs once, at the end
-        n_images = math.ceil(args.images / 0.8) + 1
-        data = make_domain(Path(tmp) / "data", "target", n_images=n_images, imgsz=args.imgsz)
-        config = TrainConfig(
-            data=str(data), out=Path(tmp) / "run", weights=args.weights, epochs=1, imgsz=args.imgsz,
-            batch=args.batch, device=args.device, workers=args.workers, max_images=args.images,
-        )  # fmt: skip
-        summary = train(config, load_strategy("full", epochs=config.epochs))
-
-    start = "official yolov5n weights" if args.weights else "yolov5n from scratch"
-    table = Table(
-        title=f"train throughput: {start} @ {args.imgsz}, batch {args.batch}, {args.device}",
-        caption=f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
-        f"{args.workers} loader workers",
-    )
-    for column in ("train images", "train img/s", "peak RSS (MB)", "GPU mem (MB)", "wall (s)"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        str(args.images), f"{summary['train_img_per_s']:.1f}", f"{summary['peak_rss_mb']:.0f}",
-        f"{summary['gpu_mem_mb']:.0f}", f"{summary['wall_seconds']:.1f}",
-    )  # fmt: skip
-    Console().print(table)
+    if args.job:
+        kind, strategy = args.job.split(":")
+        measure = compute_limit if kind == "limit" else trainer_speed
+        args.result.write_text(json.dumps(measure(args, strategy)))
+        return
+    start = time.monotonic()
+    results: dict[str, dict] = {}
+    for _, limit_job, train_job in ROWS:  # each limit just before its trainer: both see the same machine load
+        for job in (limit_job, train_job):
+            if job not in results:
+                results[job] = run_job(args, job)
+                print(f"{job}: {results[job]['img_per_s']:.1f} img/s", flush=True)
+    Console(width=170).print(report(args, results, time.monotonic() - start))  # 13 columns: keep them whole
 
 
 if __name__ == "__main__":

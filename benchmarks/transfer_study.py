@@ -53,6 +53,8 @@ def ultralytics_guide(profile: dict) -> str:
 
 FIXED_RULES = {
     "always full": lambda profile: "full",
+    "always freeze (yolov5 --freeze 10)": lambda profile: "freeze",
+    "always staged (fastai fine_tune)": lambda profile: "staged",
     "always yolov5-default": lambda profile: "yolov5-default",
     "ultralytics guide": ultralytics_guide,
 }
@@ -198,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shared", default="../shared", help="folder with weights/ and data/")
     parser.add_argument("--weights", default=None, help="default: SHARED/weights/yolov5n.pt")
     parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated names")
-    parser.add_argument("--budgets", default="30,100", help="comma-separated epoch budgets")
+    parser.add_argument(
+        "--budgets", default=None, help="comma-separated epoch budgets (default: 30,100; --quick: 8)"
+    )
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
     parser.add_argument("--imgsz", type=int, default=320)
@@ -208,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument(
         "--quick", action="store_true",
-        help="CI-sized: synthetic targets (shift 0.2, 0.8), the shipped demo checkpoint, 128 px, 8 epochs",
+        help="CI-sized: synthetic targets (shift 0.2, 0.8), the shipped demo checkpoint, 128 px",
     )  # fmt: skip
     parser.add_argument("--out", default="runs/study")
     parser.add_argument(
@@ -221,11 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     shared = Path(args.shared)
     weights = args.weights or str(shared / "weights" / "yolov5n.pt")
+    budgets = [int(b) for b in (args.budgets or ("8" if args.quick else "30,100")).split(",")]
     if args.quick:
-        args.imgsz, budgets, datasets = 128, [8], quick_cases(out)
+        args.imgsz, datasets = 128, quick_cases(out)
         weights = args.weights or str(shipped_weights())
     else:
-        budgets = [int(b) for b in args.budgets.split(",")]
         datasets = [(name, str(shared / DATASETS[name])) for name in args.datasets.split(",")]
     console = Console()
     cases = [

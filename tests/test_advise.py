@@ -309,12 +309,13 @@ def test_shift_orders_coco8_raccoon_bccd(official_weights: Path) -> None:
     assert coco8["objectness"]["mean_top_k"] > 1.5 * max(r["objectness"]["mean_top_k"] for r in bccd)
 
 
-def test_advise_json_output(official_weights: Path, capsys: pytest.CaptureFixture) -> None:
+def test_advise_json_output(official_weights: Path, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     from yolo_transfer.cli import build_parser, main
     from yolo_transfer.strategies import list_strategies
 
     data = shared_path("data", "coco8", "coco8.yaml")
     argv = ["advise", "--data", str(data), "--weights", str(official_weights), "--imgsz", "160"]
+    argv += ["--project", str(tmp_path)]
     assert main([*argv, "--budget", "time=1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
     for stage in ("overall", "early", "middle", "late"):
@@ -340,3 +341,13 @@ def test_advise_json_output(official_weights: Path, capsys: pytest.CaptureFixtur
 
     assert main(["advise", "--data", str(data), "--weights", "missing.pt"]) == 2
     assert "missing.pt" in capsys.readouterr().err
+
+
+def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
+    """Both sides of the shift threshold name the measured cases that put full fine-tuning first."""
+    far = recommend(profile(label_overlap=0.0, **shift(HIGH, HIGH, HIGH)))
+    assert far.strategy.rule == "high shift"
+    assert "docs/advisor-study.md" in far.strategy.source and "bccd" in far.strategy.source
+    near = recommend(profile())
+    assert near.strategy.rule == "otherwise"
+    assert "raccoon" in near.strategy.source and "license_plates" in near.strategy.source

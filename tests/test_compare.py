@@ -11,12 +11,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from safetensors import safe_open
 
 from yolo_transfer.cli import main
 from yolo_transfer.compare import compare
 from yolo_transfer.compare.demo import DEMO_WEIGHTS, shipped_weights
 from yolo_transfer.compare.results import EXCEEDS, SINGLE_SEED, WITHIN_NOISE, build_results
+from yolo_transfer.compare.runner import device_lanes
 from yolo_transfer.data.synthetic import SOURCE_CLASSES, make_domain
 from yolo_transfer.engine.budget import epochs_for_images, parse_budget
 from yolo_transfer.errors import ConfigError
@@ -252,16 +254,43 @@ def test_another_setting_in_the_same_folder_is_refused(setting, compared):
                 train_options=options)  # fmt: skip
 
 
-def test_ray_backend_runs_each_run_as_a_task(setting):
-    pytest.importorskip(
-        "ray", reason="the Ray backend needs the 'ray' extra (pip install 'yolo-transfer[ray]')"
-    )
-    out = setting["root"] / "ray"
-    assert run_compare(setting, out, "freeze", "--backend", "ray") == 0
+def structure(value):
+    """The shape of a JSON document: its keys (recursively) and list lengths, not its values."""
+    if isinstance(value, dict):
+        return {key: structure(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [structure(item) for item in value]
+    return None
+
+
+def test_ray_backend_runs_each_run_as_a_task(setting, compared):
+    import ray  # installed by make test (the dev extra): this test never skips
+
+    # a lean local instance; compare uses the instance this process is connected to
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 * 2**20,
+             configure_logging=False)  # fmt: skip
+    try:
+        out = setting["root"] / "ray"
+        assert run_compare(setting, out, "full,freeze", "--backend", "ray") == 0
+        assert run_compare(setting, out, "full,freeze", "--backend", "ray") == 0  # finished runs: skipped
+    finally:
+        ray.shutdown()
     results = json.loads((out / "results.json").read_text())
     validate(results, SCHEMA)
-    assert [run["status"] for run in results["runs"]] == ["done"]
+    local = json.loads((compared / "results.json").read_text())
+    # winners holds the metrics that separate strategies (a tie is left out): values decide its length
+    winners, local_winners = results.pop("winners"), local.pop("winners")
+    assert {tuple(w) for w in winners} == {tuple(w) for w in local_winners}
+    assert structure(results) == structure(local)
+    assert [run["status"] for run in results["runs"]] == ["done", "done"]
     assert "epoch 1/1" in (out / "runs" / "freeze-s0" / "train.log").read_text()  # the task's own output
+
+
+def test_compare_devices_need_those_gpus(setting, tmp_path, capsys):
+    assert device_lanes("cpu,cpu") == ["cpu", "cpu"]
+    if not torch.cuda.is_available():
+        assert run_compare(setting, tmp_path / "gpus", "full", "--devices", "0,1") == 2
+        assert "CUDA is not available" in capsys.readouterr().err
 
 
 def test_budget_parsing():

@@ -21,7 +21,8 @@ STRATEGY_HELP = (
 )
 IMGSZ_FROM_WEIGHTS_HELP = "image size; default: the size the weights were trained at (official .pt: 640)"
 DEVICE_HELP = "auto (first CUDA GPU, else Apple MPS, else CPU), cpu, mps, cuda, cuda:N, or a GPU index N"
-RUN_DIR_COMMANDS = ("train", "val", "predict", "compare")  # their output folder is PROJECT/NAME or --out
+# commands whose output folder is PROJECT/NAME (exp, exp2, ...) or --out
+RUN_DIR_COMMANDS = ("train", "val", "predict", "compare", "advise")
 
 
 def _add_device_arg(p: argparse.ArgumentParser) -> None:
@@ -51,12 +52,27 @@ def _add_common_train_args(p: argparse.ArgumentParser) -> None:
         "ends, and the run ends when its last phase does",
     )  # fmt: skip
     _add_device_arg(p)
-    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
-    p.add_argument("--cache", action="store_true", help="cache decoded images in RAM")
+    p.add_argument(
+        "--workers", type=int, default=None,
+        help="DataLoader worker processes; default: chosen for the cores and the device (printed at start)",
+    )  # fmt: skip
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--cache", action="store_true", default=None,
+        help="cache the decoded images in RAM; default: when they fit a quarter of the available memory",
+    )  # fmt: skip
+    cache.add_argument(
+        "--no-cache", dest="cache", action="store_false", default=None, help="never cache decoded images"
+    )
     p.add_argument("--val-fraction", type=float, default=0.2, help="val split made when the data has none")
     p.add_argument(
         "--split-seed", type=int, default=0,
         help="seed of that val split; independent of the training seeds: every run sees the same val images",
+    )  # fmt: skip
+    p.add_argument(
+        "--tensorboard", action="store_true",
+        help="also log scalars per epoch and the run's images to RUN/tensorboard (pip install -e "
+        "'.[tensorboard]'); results.csv stays the source of the numbers",
     )  # fmt: skip
 
 
@@ -167,6 +183,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=None, help="stop cleanly after this much wall time")
     p.add_argument("--max-images", type=int, default=None, help="stop cleanly after N training images")
     p.add_argument("--seed", type=int, default=0, help="seed of weights init, augmentation and data order")
+    p.add_argument(
+        "--val-every", type=int, default=1,
+        help="validate every N epochs, and always when a phase or the run may end; best.safetensors, "
+        "plateaus and --patience count only validated epochs",
+    )  # fmt: skip
+    p.add_argument(
+        "--devices", default=None,
+        help="GPU indices such as 0,1,2,3: one DDP training process per GPU, as torchrun; --batch is the "
+        "global batch (cpu,cpu: processes on the CPU)",
+    )  # fmt: skip
+    p.add_argument(
+        "--sync-bn", action="store_true", help="with several GPUs: SyncBatchNorm in training layers"
+    )
     _add_run_dir_args(p, "train")
     _add_common_train_args(p)
     p.set_defaults(handler="yolo_transfer.engine.trainer:train_command")
@@ -181,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", default="epochs=10", help="epochs=N | time=MIN | images=K")
     p.add_argument("--seeds", default="0", help="comma-separated seeds; every strategy runs once per seed")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
+    p.add_argument(
+        "--devices",
+        default=None,
+        help="GPU indices such as 0,1,2,3: one run on each GPU at a time, in parallel",
+    )
     p.add_argument("--backend", choices=["local", "ray"], default="local", help="where runs execute")
     _add_run_dir_args(p, "compare")
     _add_common_train_args(p)
@@ -194,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, default=320, help="image size of the measuring pass")
     p.add_argument("--max-images", type=int, default=500, help="images measured at most")
     _add_device_arg(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true", help="print one JSON object (advise.json is written too)")
+    _add_run_dir_args(p, "advise")
     p.set_defaults(handler="yolo_transfer.advise:advise_command")
 
     p = sub.add_parser("demo", help="the end-to-end demo on built-in synthetic data (make demo)")
@@ -216,15 +251,23 @@ def main(argv: list[str] | None = None) -> int:
     module_name, func_name = args.handler.split(":")
     try:
         check_options(args)
+        if getattr(args, "tensorboard", False):
+            from yolo_transfer.engine.tensorboard_log import check_tensorboard
+
+            check_tensorboard()
         run_dir = _prepare(args)
         _resolve_auto_strategy(args)
         handler = getattr(importlib.import_module(module_name), func_name)
         code = int(handler(args) or 0)
         if run_dir is not None:
-            print(f"results in {run_dir}")
+            print(f"results in {run_dir}", file=_log_stream(args))
         return code
     except YoloTransferError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file operation no command turned into an error of its own
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -241,12 +284,17 @@ def _resolve_auto_strategy(args: argparse.Namespace) -> None:
         )
 
 
+def _log_stream(args: argparse.Namespace):
+    """Where the device and run-folder lines go: stderr for ``advise --json``, whose stdout is one JSON."""
+    return sys.stderr if getattr(args, "json", False) else sys.stdout
+
+
 def _prepare(args: argparse.Namespace) -> Path | None:
     """Resolve ``--device`` (``auto`` -> e.g. ``cuda:0``) and the run folder into ``args``; print both.
 
     Returns the run folder of commands that have one (not for ``train --resume``, which names its own).
     """
-    log = sys.stderr if getattr(args, "json", False) else sys.stdout  # advise --json prints only JSON
+    log = _log_stream(args)
     resuming = bool(getattr(args, "resume", None))
     if getattr(args, "device", None) is not None and not resuming:
         from yolo_transfer.engine.device import describe_device, select_device

@@ -22,6 +22,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "epochs": (1, None, False, False),
     "patience": (0, None, False, False),
     "workers": (0, 256, False, False),
+    "val_every": (1, None, False, False),
     "seed": (0, UINT32_MAX, False, False),
     "split_seed": (0, UINT32_MAX, False, False),
     "val_fraction": (0, 1, True, True),

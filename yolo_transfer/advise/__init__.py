@@ -2,7 +2,8 @@
 
 ``advise()`` runs the measurements of ``measure.py`` (one pass over a sample of at most ``max_images``
 images, plus a few timed training steps per strategy), condenses them into a ``rules.Profile`` and walks the
-rule table of ``rules.py``; ``advise_command`` prints the result as a report or as one JSON object.
+rule table of ``rules.py``; ``advise_command`` prints the result as a report or as one JSON object and
+writes it to ``advise.json`` in its run folder (``runs/advise/exp``, ``exp2``, ...).
 """
 
 from __future__ import annotations
@@ -13,6 +14,16 @@ import sys
 import time
 from pathlib import Path
 
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
 from yolo_transfer.advise.rules import NOTES, Profile, recommend
 from yolo_transfer.callable_module import ApiSubpackage
 from yolo_transfer.errors import ConfigError
@@ -22,6 +33,7 @@ __all__ = ["advise", "advise_command", "recommend_strategy"]
 BATCH = 16  # images per forward pass when measuring
 TIMING_BATCH = 8  # images per timed training step (seconds per image hardly depend on it on a CPU)
 WIDTHS = {"n": 0.25, "s": 0.5, "m": 0.75, "l": 1.0, "x": 1.25}  # width_multiple of the yolov5 sizes
+ADVISE_JSON = "advise.json"
 
 
 def advise(
@@ -34,11 +46,13 @@ def advise(
     max_images: int = 500,
     device: str = "cpu",
     compute: bool = True,
+    console: Console | None = None,
 ) -> dict:
     """Measure ``data`` against the pretrained ``weights`` and recommend how to fine-tune.
 
     ``budget`` is ``epochs=N``, ``time=MIN`` or ``images=K``. ``compute=False`` skips the timed training
-    steps unless the budget is a time. Returns a JSON-ready dict: the measurements (``scale``, ``labels``,
+    steps unless the budget is a time. With a ``console``, bars with ETA show the images measured and the
+    strategies' training steps timed. Returns a JSON-ready dict: the measurements (``scale``, ``labels``,
     ``shift``, ``objectness``, ``compute``), the ``recommendation`` with a reason for every choice and the
     exact ``command``, and ``notes``.
     """
@@ -63,13 +77,20 @@ def advise(
     labels = measure.label_overlap(dataset.names, list(model.names))
     sample = measure.sample_images(dataset, max_images)
     loader = build_dataloader(sample, imgsz, BATCH, augment=False, hyp=load_hyp("none"))
-    probe = measure.shift_and_objectness(model, loader, device)
-    seconds["measure"] = time.perf_counter() - start - seconds["load"]
-
     budget_s = parsed.max_seconds if parsed else None
-    timings = None
-    if compute or budget_s is not None:
-        timings = _time_strategies(model, dataset, imgsz, device, budget_s)
+    timed = compute or budget_s is not None
+    with _measuring_bars(console) as bars:
+        measured = bars.add_task("images measured", total=len(sample))
+        steps = bars.add_task("strategies timed (training steps)", total=None, visible=timed)
+        probe = measure.shift_and_objectness(model, loader, device, lambda n: bars.advance(measured, n))
+        seconds["measure"] = time.perf_counter() - start - seconds["load"]
+        timings = None
+        if timed:
+
+            def on_step(done: int, total: int) -> None:
+                bars.update(steps, completed=done, total=total)
+
+            timings = _time_strategies(model, dataset, imgsz, device, budget_s, on_step)
     seconds["compute"] = time.perf_counter() - start - seconds["load"] - seconds["measure"]
     profile = _profile(scale, labels, probe, timings, metadata, parsed, target_map, imgsz)
     rec = recommend(profile)
@@ -89,9 +110,17 @@ def advise(
     }
 
 
-def _time_strategies(model, dataset, imgsz: int, device: str, budget_s: float | None) -> dict:
+def _measuring_bars(console: Console | None) -> Progress:
+    """Transient bars with ETA on ``console`` (none without one) for the measuring pass and the timing."""
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True, disable=console is None,
+    )  # fmt: skip
+
+
+def _time_strategies(model, dataset, imgsz: int, device: str, budget_s: float | None, on_step) -> dict:
     """Seconds per epoch of every built-in strategy (and the epochs within ``budget_s``), measured here with
-    the cost model ``compare`` uses for time budgets (engine/cost.py)."""
+    the cost model ``compare`` uses for time budgets (engine/cost.py); ``on_step(done, total)``."""
     from yolo_transfer.data import load_hyp
     from yolo_transfer.engine.cost import NOMINAL_EPOCHS, measure_costs
     from yolo_transfer.strategies import list_strategies, load_strategy
@@ -100,8 +129,9 @@ def _time_strategies(model, dataset, imgsz: int, device: str, budget_s: float | 
     resolved = [load_strategy(name, epochs=NOMINAL_EPOCHS) for name in names]
     adapted = _adapted(model, dataset.names)
     costs = measure_costs(
-        adapted, resolved, dataset, imgsz=imgsz, batch=TIMING_BATCH, hyp=load_hyp("low"), device=device
-    )
+        adapted, resolved, dataset, imgsz=imgsz, batch=TIMING_BATCH, hyp=load_hyp("low"), device=device,
+        on_step=on_step,
+    )  # fmt: skip
     strategies = {}
     for name, strategy in zip(names, resolved, strict=True):
         entry = {
@@ -184,7 +214,12 @@ def auto_strategy(data: str, weights: str | None, *, epochs: int, imgsz: int, de
 
 
 def advise_command(args) -> int:
-    """``yolo-transfer advise``: a readable report, or one JSON object with ``--json``."""
+    """``yolo-transfer advise``: a readable report, or one JSON object with ``--json``; both write
+    ``advise.json`` into the run folder ``args.out``."""
+    from yolo_transfer.engine import run_log
+    from yolo_transfer.engine.outputs import ensure_writable_dir
+
+    out = ensure_writable_dir(args.out)
     result = advise(
         args.data,
         args.weights,
@@ -193,7 +228,9 @@ def advise_command(args) -> int:
         imgsz=args.imgsz,
         max_images=args.max_images,
         device=args.device,
+        console=Console(stderr=args.json),
     )
+    run_log.write_json(out / ADVISE_JSON, result)
     if args.json:
         print(json.dumps(result))
     else:

@@ -7,7 +7,7 @@ sample of the images; the compute figures come from a few timed training steps p
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -182,8 +182,11 @@ def summarise_shift(per_layer: dict[str, float]) -> dict:
 
 
 @torch.no_grad()
-def shift_and_objectness(model: nn.Module, loader, device: str | torch.device) -> dict:
-    """One eval-mode pass: the BN shift profile and the detector's objectness on the images.
+def shift_and_objectness(
+    model: nn.Module, loader, device: str | torch.device, on_batch: Callable[[int], None] | None = None
+) -> dict:
+    """One eval-mode pass: the BN shift profile and the detector's objectness on the images
+    (``on_batch(n)`` after each batch of ``n`` images).
 
     Objectness is the mean over images of the mean of the top-k objectness scores: near 1 where the detector
     sees object-like things it knows, low where nothing looks like the pretraining's objects. The model is
@@ -201,6 +204,8 @@ def shift_and_objectness(model: nn.Module, loader, device: str | torch.device) -
             k = min(TOP_K_OBJECTNESS, decoded.shape[1])
             top_k.append(decoded[..., 4].topk(k, dim=1).values.mean(1).cpu())
             images += len(x)
+            if on_batch is not None:
+                on_batch(len(x))
     scores = torch.cat(top_k)
     return {
         "shift": summarise_shift(inputs.shift()),

@@ -11,9 +11,9 @@ from rich.console import Console
 from yolo_transfer.callable_module import ApiSubpackage
 from yolo_transfer.compare.report import write_report
 from yolo_transfer.compare.results import read_run
-from yolo_transfer.compare.runner import RunSpec, run_all
+from yolo_transfer.compare.runner import RunSpec, device_lanes, run_all
 from yolo_transfer.engine.budget import Budget, parse_budget
-from yolo_transfer.engine.outputs import ensure_writable_dir
+from yolo_transfer.engine.outputs import ensure_writable_dir, write_atomic
 from yolo_transfer.errors import ConfigError
 
 __all__ = ["compare", "compare_command", "parse_budget", "parse_seeds"]
@@ -88,7 +88,7 @@ def check_out_dir(out: Path, setting: dict) -> None:
                 f"{path}: this folder holds runs made with another {', '.join(changed)}; use another --out"
             )
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(fingerprint, indent=2))
+    write_atomic(path, json.dumps(fingerprint, indent=2).encode())
 
 
 def compare(
@@ -101,19 +101,22 @@ def compare(
     *,
     jobs: int = 1,
     backend: str = "local",
+    devices: str | None = None,
     train_options: dict,
     console: Console | None = None,
 ) -> dict:
     """Run ``strategies`` x ``seeds`` from ``weights`` on ``data`` at ``budget``; the report goes to ``out``.
 
     ``train_options`` are the TrainConfig fields every run shares (imgsz, batch, hyp, optimizer, lr0, cos_lr,
-    patience, device, workers, cache, val_fraction). Returns the results.json document.
+    patience, device, workers, cache, val_fraction). ``devices`` (e.g. ``0,1,2,3``): one run on each GPU at a
+    time instead of ``jobs`` runs on ``device``. Returns the results.json document.
     """
     from yolo_transfer.data import load_dataset
 
     console = console or Console()
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    lanes = device_lanes(devices) if devices else None
     ensure_writable_dir(out)
     if not Path(weights).is_file():
         raise ConfigError(f"{weights}: weights file not found")
@@ -143,7 +146,7 @@ def compare(
         f"comparing {', '.join(labels)} x seeds {', '.join(map(str, seeds))} at {budget.describe()} each "
         f"({len(dataset.train)} train / {len(dataset.val)} val images) -> {out}"
     )
-    outcomes = run_all(specs, jobs=jobs, backend=backend, console=console)
+    outcomes = run_all(specs, jobs=jobs, backend=backend, console=console, devices=lanes)
     runs = [read_run(o.label, o.seed, o.run_dir, out, o.status, o.error) for o in outcomes]
     results = write_report(out, setting, runs, list(labels), console)
     console.print(f"report: [bold]{out / 'report.html'}[/] (also report.md, results.json)")
@@ -154,7 +157,7 @@ def train_options_from_args(args) -> dict:
     return {
         key: getattr(args, key)
         for key in ("imgsz", "batch", "hyp", "optimizer", "lr0", "cos_lr", "patience", "device", "workers",
-                    "cache", "val_fraction", "split_seed")
+                    "cache", "val_fraction", "split_seed", "tensorboard")
     }  # fmt: skip
 
 
@@ -165,8 +168,8 @@ def compare_command(args) -> int:
         raise ConfigError("--strategies: give at least one strategy, e.g. full,freeze,staged")
     results = compare(
         args.data, args.weights, strategies, parse_budget(args.budget), parse_seeds(args.seeds),
-        Path(args.out),
-        jobs=args.jobs, backend=args.backend, train_options=train_options_from_args(args),
+        Path(args.out), jobs=args.jobs, backend=args.backend, devices=args.devices,
+        train_options=train_options_from_args(args),
     )  # fmt: skip
     return 0 if all(run["status"] == "done" for run in results["runs"]) else 1
 

@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import torch
 
+from yolo_transfer.engine.outputs import write_image
+
 TILE = 256
 LABEL_WIDTH = 150
 HEADER_HEIGHT = 26
@@ -87,8 +89,7 @@ def write_prediction_grid(
         ]
         rows.append((strategy, tiles))
     grid = _compose(rows, [Path(sample.image).name for sample in samples])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), grid)
+    write_image(path, grid)
     return path
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from yolo_transfer.engine.outputs import write_figure
+
 PALETTE = ["#2563eb", "#ea580c", "#16a34a", "#9333ea", "#dc2626", "#0891b2", "#ca8a04", "#db2777"]
 
 
@@ -111,7 +113,7 @@ def _curve_plot(histories, colors, x_key: str, path: Path, xlabel: str) -> None:
     )
     if histories:
         ax.legend(frameon=False, fontsize=9)
-    fig.savefig(path)
+    write_figure(fig, path)
 
 
 def _loss_plot(histories, colors, path: Path) -> None:
@@ -129,7 +131,7 @@ def _loss_plot(histories, colors, path: Path) -> None:
         ax.set_title(f"{split.capitalize()} loss", fontsize=11, loc="left")
     if histories:
         axes[0].legend(frameon=False, fontsize=9)
-    fig.savefig(path)
+    write_figure(fig, path)
 
 
 def _cost_plot(table: dict[str, dict], colors, path: Path) -> None:
@@ -174,4 +176,4 @@ def _cost_plot(table: dict[str, dict], colors, path: Path) -> None:
     ax.set_xticks(range(len(measured)), measured, rotation=20)
     ax.set_title("trainable params per phase (M)", fontsize=10, loc="left")
     ax.margins(y=0.35)
-    fig.savefig(path)
+    write_figure(fig, path)

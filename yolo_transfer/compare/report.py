@@ -17,6 +17,7 @@ from yolo_transfer.compare.html_report import render_html
 from yolo_transfer.compare.plots import strategy_colors, write_plots
 from yolo_transfer.compare.results import METRIC_BY_KEY, build_results
 from yolo_transfer.engine.image_stats import IMAGE_STATS_FILE, ImageStats
+from yolo_transfer.engine.outputs import write_atomic
 from yolo_transfer.errors import YoloTransferError
 
 TABLE_COLUMNS = [
@@ -121,16 +122,15 @@ def write_report(
 ) -> dict:
     """Write every report file into ``out_dir``, print the table and return the results document."""
     results = build_results(setting, runs, strategies, load_image_stats(out_dir, runs))
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    write_atomic(out_dir / "results.json", json.dumps(results, indent=2).encode())
     plots = write_plots(runs, results["aggregate"], out_dir, out_dir / "plots")
     grid, grid_note = _prediction_grid(results, out_dir)
     figures = {name: path.relative_to(out_dir).as_posix() for name, path in plots.items()}
     if grid is not None:
         figures["predictions"] = grid.relative_to(out_dir).as_posix()
-    (out_dir / "report.md").write_text(render_markdown(results, figures, grid_note))
-    (out_dir / "report.html").write_text(
-        render_html(results, out_dir, figures, grid_note, table_rows(results))
-    )
+    write_atomic(out_dir / "report.md", render_markdown(results, figures, grid_note).encode())
+    html = render_html(results, out_dir, figures, grid_note, table_rows(results))
+    write_atomic(out_dir / "report.html", html.encode())
     print_table(results, console)
     return results
 

@@ -17,7 +17,7 @@ import os
 import sys
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +27,7 @@ from rich.console import Console
 from yolo_transfer.compare.parent_watch import end_with_parent
 from yolo_transfer.compare.run_counter import RunCounter
 from yolo_transfer.engine.budget import Budget, epochs_for_images
-from yolo_transfer.engine.outputs import run_lock
+from yolo_transfer.engine.outputs import run_lock, write_atomic
 from yolo_transfer.errors import ConfigError, YoloTransferError
 
 TIME_PROBE_OPTIONS = ("imgsz", "batch", "hyp", "device", "val_fraction", "split_seed")
@@ -80,7 +80,7 @@ def plan_epochs(spec: RunSpec) -> dict:
             **{key: spec.options[key] for key in TIME_PROBE_OPTIONS},
         )
         plan = {"epochs": epochs, "probe": probe}
-    plan_path.write_text(json.dumps(plan, indent=2))
+    write_atomic(plan_path, json.dumps(plan, indent=2).encode())
     return plan
 
 
@@ -135,8 +135,25 @@ def _train(spec: RunSpec) -> None:
     train(config, strategy, resume=state_exists(spec.run_dir / "weights"))
 
 
-def run_all(specs: list[RunSpec], *, jobs: int, backend: str, console: Console) -> list[RunOutcome]:
-    """Run every spec (skipping finished ones) and return the outcomes in the order of ``specs``."""
+def device_lanes(devices: str) -> list[str]:
+    """``--devices 0,1`` -> ``["cuda:0", "cuda:1"]`` (``cpu,cpu`` -> two CPU lanes); each must exist."""
+    from yolo_transfer.engine.device import select_device
+    from yolo_transfer.engine.distributed import parse_devices
+
+    kind, count, visible = parse_devices(devices)
+    lanes = [f"cuda:{index}" for index in visible.split(",")] if kind == "cuda" else ["cpu"] * count
+    for lane in lanes:
+        select_device(lane)
+    return lanes
+
+
+def run_all(
+    specs: list[RunSpec], *, jobs: int, backend: str, console: Console, devices: list[str] | None = None
+) -> list[RunOutcome]:
+    """Run every spec (skipping finished ones) and return the outcomes in the order of ``specs``.
+
+    ``devices`` (local backend): one run at a time on each of these devices (e.g. ``cuda:0``, ``cuda:1``),
+    instead of ``jobs`` runs on the device of the options."""
     for spec in specs:
         if (spec.run_dir / "summary.json").is_file():
             console.print(f"[dim]{spec.label} seed {spec.seed}: finished earlier, skipped[/]")
@@ -149,7 +166,7 @@ def run_all(specs: list[RunSpec], *, jobs: int, backend: str, console: Console) 
     elif backend == "ray":
         outcomes = _run_ray(todo, console)
     else:
-        outcomes = _run_processes(todo, jobs, console)
+        outcomes = _run_processes(todo, devices or [None] * jobs, console)
     order = {(spec.label, spec.seed): i for i, spec in enumerate(specs)}
     return sorted(skipped + outcomes, key=lambda outcome: order[(outcome.label, outcome.seed)])
 
@@ -165,36 +182,53 @@ def _announce(outcome: RunOutcome, console: Console, counter: RunCounter) -> Run
     return outcome
 
 
-def _run_processes(specs: list[RunSpec], jobs: int, console: Console) -> list[RunOutcome]:
-    """Each run in a fresh spawned process (its own peak RSS and GPU memory), ``jobs`` at a time.
+def _run_processes(specs: list[RunSpec], lanes: list[str | None], console: Console) -> list[RunOutcome]:
+    """Each run in a fresh spawned process (its own peak RSS and GPU memory), one per lane at a time.
 
-    Parallel runs split the CPU cores between them and write their output to ``train.log``.
+    A lane is a device the lane's runs train on (None: the options' device); as soon as a run ends, the next
+    one starts on its lane. Parallel runs split the CPU cores between them and write their output to
+    ``train.log``.
     """
-    if jobs > 1:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
+    if len(lanes) > 1:
+        threads = max(1, (os.cpu_count() or 1) // len(lanes))
         specs = [dataclasses.replace(spec, threads=threads, log_file=True) for spec in specs]
     fresh = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}  # 3.10 reuses worker processes
     context = multiprocessing.get_context("spawn")
-    outcomes, counter = [], RunCounter(len(specs))
-    workers = {"max_workers": min(jobs, len(specs)), "mp_context": context, **fresh}
+    outcomes, counter, waiting = [], RunCounter(len(specs)), list(reversed(specs))
+    workers = {"max_workers": min(len(lanes), len(specs)), "mp_context": context, **fresh}
     with ProcessPoolExecutor(**workers, initializer=end_with_parent, initargs=(os.getpid(),)) as pool:
-        futures = {pool.submit(execute_run, spec): spec for spec in specs}
-        for future in as_completed(futures):
-            spec = futures[future]
-            try:
-                outcome = future.result()
-            except BrokenProcessPool as err:
-                outcome = RunOutcome(
-                    spec.label, spec.seed, spec.run_dir, "failed", f"worker process died: {err}"
-                )
-            outcomes.append(_announce(outcome, console, counter))
+        running = {}
+
+        def start(lane: str | None) -> None:
+            spec = waiting.pop()
+            if lane is not None:
+                spec = dataclasses.replace(spec, options={**spec.options, "device": lane})
+            running[pool.submit(execute_run, spec)] = (spec, lane)
+
+        for lane in lanes[: len(specs)]:
+            start(lane)
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                spec, lane = running.pop(future)
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool as err:
+                    outcome = RunOutcome(
+                        spec.label, spec.seed, spec.run_dir, "failed", f"worker process died: {err}"
+                    )
+                outcomes.append(_announce(outcome, console, counter))
+                if waiting:
+                    start(lane)
     return outcomes
 
 
 def _run_ray(specs: list[RunSpec], console: Console) -> list[RunOutcome]:
-    """One Ray task per run (1 CPU, and 1 GPU on CUDA); a local Ray instance unless RAY_ADDRESS is set.
+    """One Ray task per run (1 CPU, and 1 GPU on CUDA); the Ray instance this process is connected to, else
+    the cluster in RAY_ADDRESS, else a local one started (and stopped) here.
 
-    The workers must see the same file system paths (data, weights, output folder) as this process.
+    A task on a GPU trains on the GPU Ray assigned it (``cuda``, the only one it sees). The workers must see
+    the same file system paths (data, weights, output folder) as this process.
     """
     try:
         import ray
@@ -202,15 +236,16 @@ def _run_ray(specs: list[RunSpec], console: Console) -> list[RunOutcome]:
         raise ConfigError("--backend ray needs Ray: pip install 'yolo-transfer[ray]'") from err
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(include_dashboard=False, logging_level="ERROR", configure_logging=False)
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=False)
     try:
         outcomes, counter = [], RunCounter(len(specs))
         refs = {}
         for spec in specs:
             gpus = 1 if str(spec.options.get("device", "cpu")).startswith("cuda") else 0
+            options = {**spec.options, "device": "cuda"} if gpus else spec.options
             # max_calls=1: a fresh worker process per run, so peak RSS and GPU memory are the run's own
             task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0, max_calls=1)(execute_run)
-            refs[task.remote(dataclasses.replace(spec, log_file=True))] = spec
+            refs[task.remote(dataclasses.replace(spec, options=options, log_file=True))] = spec
         pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)

@@ -23,7 +23,7 @@ from yolo_transfer.data.formats import (
     read_voc,
 )
 from yolo_transfer.data.validate import LoadedDataset, validate_dataset
-from yolo_transfer.engine.outputs import ensure_writable_dir
+from yolo_transfer.engine.outputs import ensure_writable_dir, write_atomic
 from yolo_transfer.errors import DataError
 
 COCO_AREA_LIMITS = (32**2, 96**2)  # small < 32^2 px <= medium < 96^2 px <= large, in original pixels
@@ -110,7 +110,7 @@ def write_report(data: LoadedDataset, out: Path) -> Path:
         "box_sizes": box_size_stats(data),
     }
     path = out / "report.json"
-    path.write_text(json.dumps(report, indent=2))
+    write_atomic(path, json.dumps(report, indent=2).encode())
     return path
 
 

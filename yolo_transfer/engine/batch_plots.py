@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_convert
 
+from yolo_transfer.engine.outputs import write_image
 from yolo_transfer.engine.predict import class_color
 
 MAX_TILES = 16
@@ -50,8 +51,7 @@ def plot_batch(
         top, left = index // columns * tile_h, index % columns * tile_w
         mosaic[top : top + tile_h, left : left + tile_w] = tile
         cv2.rectangle(mosaic, (left, top), (left + tile_w - 1, top + tile_h - 1), (255, 255, 255), 2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), mosaic, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    write_image(path, mosaic, [cv2.IMWRITE_JPEG_QUALITY, 90])
 
 
 def _draw_boxes(tile: np.ndarray, boxes: np.ndarray, scale: float, names: list[str], show_conf: bool):

@@ -76,10 +76,11 @@ def measure_costs(
     hyp: dict,
     device: torch.device | str,
     repeats: int = 3,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> CostModel:
     """Time every distinct trainable set of ``strategies``' phases on ``data`` (a LoadedDataset).
 
-    ``model`` is not changed: the steps run on a copy.
+    ``model`` is not changed: the steps run on a copy. ``on_step(done, total)`` follows the timed steps.
     """
     device = torch.device(device)
     model = copy.deepcopy(model).to(device)
@@ -94,11 +95,14 @@ def measure_costs(
         for trainable, phase in phases.items()
     }
     times: dict[tuple[int, ...], list[float]] = {trainable: [] for trainable in steps}
+    total = (repeats + 1) * len(steps)
     for repeat in range(repeats + 1):  # the first round warms up
-        for trainable, step in steps.items():
+        for index, (trainable, step) in enumerate(steps.items()):
             seconds = step()
             if repeat:
                 times[trainable].append(seconds / len(images))
+            if on_step is not None:
+                on_step(repeat * len(steps) + index + 1, total)
     step_s = {trainable: statistics.median(values) for trainable, values in times.items()}
     return CostModel(len(data.train), len(data.val), load_s, _eval_seconds(model, images, repeats), step_s)
 

@@ -29,7 +29,7 @@ from yolo_transfer.engine.metrics import (
     coco_metrics,
     match_predictions,
 )
-from yolo_transfer.engine.outputs import ensure_writable_dir
+from yolo_transfer.engine.outputs import ensure_writable_dir, write_atomic, write_optional
 from yolo_transfer.engine.plots import plot_confusion_matrix, plot_f1_curve, plot_pr_curve
 from yolo_transfer.engine.postprocess import non_max_suppression, scale_boxes
 from yolo_transfer.errors import ConfigError, DataError
@@ -60,7 +60,8 @@ def evaluate(
     APl}, ``per_class`` [{class_id, name, images, instances, precision, recall, map50, map50_95}],
     ``images``, ``instances``, and ``loss`` [box, obj, cls] (mean over batches) when ``compute_loss`` is
     given, and ``image_stats`` (:meth:`DetectionStats.image_arrays`, for paired bootstraps over images) when
-    asked. Writes PR-curve and confusion-matrix PNGs to ``plots_dir`` when given. The model is moved to
+    asked. Writes PR-curve, F1-curve and confusion-matrix PNGs to ``plots_dir`` when given (a plot that
+    cannot be written is a warning; ``plots`` lists those written). The model is moved to
     ``device`` and evaluated in eval mode; the train/eval mode of each of its modules is restored after.
     """
     device = torch.device(device)
@@ -100,10 +101,14 @@ def evaluate(
         metrics["image_stats"] = stats.image_arrays()
     if plots_dir is not None:
         plots_dir = Path(plots_dir)
-        plots_dir.mkdir(parents=True, exist_ok=True)
-        plot_pr_curve(per_class, names, plots_dir / PR_CURVE_PNG)
-        plot_f1_curve(per_class, names, plots_dir / F1_CURVE_PNG)
-        plot_confusion_matrix(stats.confusion.matrix, names, plots_dir / CONFUSION_MATRIX_PNG)
+        plots = {
+            plots_dir / PR_CURVE_PNG: lambda path: plot_pr_curve(per_class, names, path),
+            plots_dir / F1_CURVE_PNG: lambda path: plot_f1_curve(per_class, names, path),
+            plots_dir / CONFUSION_MATRIX_PNG: lambda path: plot_confusion_matrix(
+                stats.confusion.matrix, names, path
+            ),
+        }
+        metrics["plots"] = [path for path, plot in plots.items() if write_optional(path, plot)]
     return metrics
 
 
@@ -227,12 +232,13 @@ def val_command(args) -> int:
         model.fuse(), loader, data.names, conf=args.conf, iou=args.iou, max_det=args.max_det, device=device,
         plots_dir=out, progress=True,
     )  # fmt: skip
+    plots = metrics.pop("plots")
     console = Console()
     console.print(metrics_table(metrics))
     coco = metrics["coco"]
     console.print("COCO: " + "  ".join(f"{key} {value:.3f}" for key, value in coco.items()))
     record = {"weights": str(args.weights), "data": str(args.data), "split": args.split, "imgsz": args.imgsz,
               **metrics}  # fmt: skip
-    (out / "metrics.json").write_text(json.dumps(record, indent=2))
-    console.print(f"wrote {out / 'metrics.json'}, {out / PR_CURVE_PNG}, {out / CONFUSION_MATRIX_PNG}")
+    write_atomic(out / "metrics.json", json.dumps(record, indent=2).encode())
+    console.print(f"wrote {', '.join(str(path) for path in [out / 'metrics.json', *plots])}")
     return 0

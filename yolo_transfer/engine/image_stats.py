@@ -6,13 +6,14 @@ image (the paired bootstrap of compare/paired.py) without evaluating their weigh
 
 from __future__ import annotations
 
-import os
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from yolo_transfer.engine.metrics import ap_per_class
+from yolo_transfer.engine.outputs import write_atomic
 
 IMAGE_STATS_FILE = "best_val_images.npz"
 
@@ -54,12 +55,10 @@ class ImageStats:
 
 
 def save_image_stats(arrays: dict[str, np.ndarray], path: str | Path) -> None:
-    """Write ``DetectionStats.image_arrays()`` atomically (a temporary file, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(temporary, **arrays)
-    os.replace(temporary, path)
+    """Write ``DetectionStats.image_arrays()`` atomically (outputs.write_atomic: OutputError on failure)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    write_atomic(path, buffer.getvalue())
 
 
 def _offsets(counts: np.ndarray) -> np.ndarray:

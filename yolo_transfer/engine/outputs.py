@@ -2,8 +2,10 @@
 
 A file is written to a temporary file in the same folder, flushed to disk, then renamed over its target, so a
 kill at any moment leaves either the old file or the new one. A full disk becomes an :class:`OutputError`
-naming the folder and the space needed; the file being replaced stays as it was. :func:`run_lock` keeps a
-second process out of a run folder while one trains there.
+naming the folder and the space needed; the file being replaced stays as it was. Figures and images go
+through the same path (:func:`write_figure`, :func:`write_image`); a non-essential file such as a plot is
+written with :func:`write_optional`, which turns its failure into a one-line warning. :func:`run_lock`
+keeps a second process out of a run folder while one trains there.
 """
 
 from __future__ import annotations
@@ -11,18 +13,26 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import io
 import json
 import os
 import shutil
 import socket
+import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import cv2
 from safetensors import SafetensorError
 
 from yolo_transfer.errors import OutputError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from matplotlib.figure import Figure
 
 LOCK_FILE = "run.lock"
 TEMPORARY_SUFFIX = ".tmp"
@@ -95,6 +105,38 @@ def write_atomic(path: str | Path, data: bytes) -> None:
     except OSError as err:
         remove_file(temporary)
         raise write_error(path, err, len(data)) from None
+
+
+def write_figure(fig: Figure, path: str | Path, dpi: float | None = None) -> None:
+    """Render matplotlib's ``fig`` in the format of ``path``'s suffix; write it with :func:`write_atomic`."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lstrip("."), dpi=dpi)
+    write_atomic(path, buffer.getvalue())
+
+
+def write_image(path: str | Path, image: np.ndarray, params: Sequence[int] = ()) -> None:
+    """Encode a BGR ``image`` in the format of ``path``'s suffix (OpenCV) and write it with
+    :func:`write_atomic`."""
+    try:
+        encoded, data = cv2.imencode(Path(path).suffix, image, list(params))
+    except cv2.error:  # no encoder for this suffix
+        encoded = False
+    if not encoded:
+        raise OutputError(
+            f"{path}: OpenCV cannot encode an image of shape {image.shape} as {Path(path).suffix}"
+        )
+    write_atomic(path, data.tobytes())
+
+
+def write_optional(path: Path, write: Callable[[Path], None]) -> bool:
+    """``write(path)`` of a non-essential file (a plot): its OutputError becomes a warning line on stderr
+    and False, so the command goes on without the file."""
+    try:
+        write(path)
+    except OutputError as err:
+        print(f"warning: {err}; going on without it", file=sys.stderr)
+        return False
+    return True
 
 
 def remove_temporaries(folder: Path) -> list[Path]:

@@ -11,6 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from yolo_transfer.engine.metrics import ClassMetrics
+from yolo_transfer.engine.outputs import write_figure
 
 MAX_LABELLED_CLASSES = 20  # above this, curves get no legend and the matrix no tick labels or numbers
 
@@ -28,7 +29,7 @@ def plot_pr_curve(result: ClassMetrics, names: list[str], path: Path) -> None:
         ax.plot(recall, result.pr_curves.mean(0), linewidth=3, color="blue", label=label)
     ax.set(xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1), title="Precision-Recall (mAP@0.5)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize="small")
-    fig.savefig(path, dpi=150)
+    write_figure(fig, path, dpi=150)
 
 
 def plot_f1_curve(result: ClassMetrics, names: list[str], path: Path) -> None:
@@ -46,7 +47,7 @@ def plot_f1_curve(result: ClassMetrics, names: list[str], path: Path) -> None:
         ax.plot(confidence, mean, linewidth=3, color="blue", label=label)
     ax.set(xlabel="Confidence", ylabel="F1", xlim=(0, 1), ylim=(0, 1), title="F1 over confidence (IoU 0.5)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize="small")
-    fig.savefig(path, dpi=150)
+    write_figure(fig, path, dpi=150)
 
 
 def plot_confusion_matrix(matrix: np.ndarray, names: list[str], path: Path) -> None:
@@ -73,4 +74,4 @@ def plot_confusion_matrix(matrix: np.ndarray, names: list[str], path: Path) -> N
                 colour = "white" if value > 0.5 else "black"
                 ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour)
     ax.set(xlabel="True", ylabel="Predicted", title="Confusion matrix (normalised per true class)")
-    fig.savefig(path, dpi=150)
+    write_figure(fig, path, dpi=150)

@@ -29,12 +29,13 @@ from yolo_transfer.data.letterbox import letterbox
 from yolo_transfer.deploy.runtime import load_inference_model
 from yolo_transfer.engine.device import select_device
 from yolo_transfer.engine.inference_size import inference_imgsz
-from yolo_transfer.engine.outputs import ensure_writable_dir
+from yolo_transfer.engine.outputs import ensure_writable_dir, write_atomic, write_image
 from yolo_transfer.engine.postprocess import non_max_suppression, scale_boxes
 from yolo_transfer.errors import ConfigError, DataError
 from yolo_transfer.models import DetectionModel
 
 STRIDE = 32
+UNWRITABLE_SUFFIXES = (".dng", ".mpo")  # OpenCV reads them but cannot encode them: annotated as .jpg
 
 
 def collect_images(sources: list[str], console: Console) -> tuple[list[Path], bool]:
@@ -161,14 +162,15 @@ def predict_command(args) -> int:
                 progress.console.print(f"skipped {path}: not a readable image", markup=False)
                 continue
             found = detect(model, image, args.imgsz, args.conf, args.iou, args.max_det)
-            cv2.imwrite(str(unique_path(out, path.name, taken)), annotate(image, found, model.names))
+            name = path.name if path.suffix.lower() not in UNWRITABLE_SUFFIXES else f"{path.stem}.jpg"
+            write_image(unique_path(out, name, taken), annotate(image, found, model.names))
             results.append(image_record(path, image, found, model.names))
             counts = Counter(d["name"] for d in results[-1]["detections"])
             summary = ", ".join(f"{n} {name}" for name, n in counts.most_common()) or "no detections"
             progress.console.print(f"{path}: {summary}", markup=False)
     if not results:
         raise DataError(f"{listed(images)}: not a readable image (none of the {len(images)} files)")
-    (out / "predictions.json").write_text(json.dumps(results, indent=1))
+    write_atomic(out / "predictions.json", json.dumps(results, indent=1).encode())
     console.print(
         f"{len(results)} images, {sum(len(r['detections']) for r in results)} detections -> {out}",
         markup=False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import resource
 import sys
 from pathlib import Path
@@ -77,20 +78,36 @@ def metrics_record(epoch: int, metrics: dict) -> dict:
     }
 
 
+def unvalidated_metrics() -> dict:
+    """The validation metrics of an epoch that was not validated (``--val-every``): all NaN."""
+    nan = float("nan")
+    return {"precision": nan, "recall": nan, "map50": nan, "map50_95": nan, "loss": [nan, nan, nan]}
+
+
 def time_to_fraction_of_best(rows: list[dict], fitness_key: str = "fitness", fraction: float = 0.95) -> float:
-    """Wall seconds at the first epoch whose fitness reached ``fraction`` of the run's best fitness."""
-    best = max(row[fitness_key] for row in rows)
-    return next(row["wall_s"] for row in rows if row[fitness_key] >= fraction * best)
+    """Wall seconds at the first epoch whose fitness reached ``fraction`` of the run's best fitness
+    (epochs without validation, fitness NaN, never do)."""
+    validated = [row for row in rows if not math.isnan(row[fitness_key])]
+    best = max(row[fitness_key] for row in validated)
+    return next(row["wall_s"] for row in validated if row[fitness_key] >= fraction * best)
 
 
-def epoch_line(row: dict, epochs: int) -> str:
-    """One summary line per epoch, yolov5-like (epochs are 1-based), ending with the run's ETA."""
+def epoch_line(row: dict, epochs: int, data_share: float | None = None) -> str:
+    """One summary line per epoch, yolov5-like (epochs are 1-based), ending with the run's ETA.
+
+    ``data_share``: the fraction of the training time spent waiting for batches (high: data-bound)."""
     eta = format_duration(run_eta_seconds(row["wall_s"], row["epoch"], epochs))
+    if math.isnan(row["metrics/mAP_0.5:0.95"]):
+        metrics = "not validated"
+    else:
+        metrics = (
+            f"P {row['metrics/precision']:.3f} R {row['metrics/recall']:.3f} "
+            f"mAP50 {row['metrics/mAP_0.5']:.3f} mAP50-95 {row['metrics/mAP_0.5:0.95']:.3f}"
+        )
+    waiting = "" if data_share is None else f" (data wait {data_share:.0%})"
     return (
         f"epoch {row['epoch']}/{epochs} [{row['phase']}] "
         f"loss box {row['train/box_loss']:.4f} obj {row['train/obj_loss']:.4f} "
-        f"cls {row['train/cls_loss']:.4f} | "
-        f"P {row['metrics/precision']:.3f} R {row['metrics/recall']:.3f} "
-        f"mAP50 {row['metrics/mAP_0.5']:.3f} mAP50-95 {row['metrics/mAP_0.5:0.95']:.3f} | "
-        f"{row['img_per_s']:.1f} img/s, {row['peak_rss_mb']:.0f} MB, {row['wall_s']:.0f} s, ETA {eta}"
+        f"cls {row['train/cls_loss']:.4f} | {metrics} | {row['img_per_s']:.1f} img/s{waiting}, "
+        f"{row['peak_rss_mb']:.0f} MB, {row['wall_s']:.0f} s, ETA {eta}"
     )

@@ -8,6 +8,7 @@ confusion matrix of the best weights. results.csv stays the source of the number
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from matplotlib.ticker import MaxNLocator
 from yolo_transfer.data import LoadedDataset, Sample, build_dataloader
 from yolo_transfer.engine.batch_plots import label_boxes, plot_batch
 from yolo_transfer.engine.evaluate import evaluate
+from yolo_transfer.engine.outputs import write_figure, write_optional
 from yolo_transfer.engine.postprocess import non_max_suppression
 from yolo_transfer.models import load_model
 
@@ -56,7 +58,7 @@ def plot_results(rows: list[dict], path: Path) -> None:
         ax.set_xlabel("epoch", fontsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle("Training run (dashed: a new phase begins)", fontsize=11)
-    fig.savefig(path, dpi=100)
+    write_figure(fig, path, dpi=100)
 
 
 def plot_labels(samples: list[Sample], names: list[str], path: Path) -> None:
@@ -76,7 +78,7 @@ def plot_labels(samples: list[Sample], names: list[str], path: Path) -> None:
         ax.hist2d(labels[:, x], labels[:, y], bins=50, range=[[0, 1], [0, 1]], cmap="viridis", norm=LogNorm())
         ax.set(title=title, xlim=(0, 1), ylim=(0, 1), aspect="equal")
     centre_ax.invert_yaxis()  # image coordinates: y grows downwards
-    fig.savefig(path, dpi=100)
+    write_figure(fig, path, dpi=100)
 
 
 def write_run_plots(
@@ -91,24 +93,24 @@ def write_run_plots(
     batch: int,
     seed: int,
 ) -> list[Path]:
-    """Write every plot of the finished run into ``out_dir`` (``hyp``, ``batch``: the first phase's)."""
+    """Write every plot of the finished run into ``out_dir`` (``hyp``, ``batch``: the first phase's); returns
+    those written. A plot that cannot be written is a warning: the run's weights and numbers are saved."""
     out_dir = Path(out_dir)
-    written = [out_dir / "results.png", out_dir / "labels.jpg"]
-    plot_results(rows, written[0])
-    plot_labels(data.train, data.names, written[1])
+    plots = {
+        out_dir / "results.png": lambda path: plot_results(rows, path),
+        out_dir / "labels.jpg": lambda path: plot_labels(data.train, data.names, path),
+    }
     loader = build_dataloader(data.train, imgsz, batch, augment=True, hyp=hyp, shuffle=True, seed=seed)
     for index, (images, targets, _, _) in zip(range(TRAIN_BATCHES), loader, strict=False):
-        path = out_dir / f"train_batch{index}.jpg"
-        plot_batch(images, label_boxes(targets, len(images), images.shape[2:]), data.names, path)
-        written.append(path)
+        boxes = label_boxes(targets, len(images), images.shape[2:])
+        plots[out_dir / f"train_batch{index}.jpg"] = partial(plot_batch, images, boxes, data.names)
     model, _ = load_model(out_dir / "weights" / "best.safetensors")
-    evaluate(model, val_loader, data.names, device=device, plots_dir=out_dir)
+    curves = evaluate(model, val_loader, data.names, device=device, plots_dir=out_dir)["plots"]
     images, targets, _, _ = next(iter(val_loader))
     with torch.no_grad():
         decoded, _ = model.to(device).eval()(images.to(device).float() / 255)
     found = [d.cpu().numpy() for d in non_max_suppression(decoded, PRED_CONF, PRED_IOU)]
     labels = label_boxes(targets, len(images), images.shape[2:])
-    plot_batch(images, labels, data.names, out_dir / "val_batch0_labels.jpg")
-    plot_batch(images, found, data.names, out_dir / "val_batch0_pred.jpg", show_conf=True)
-    written += [out_dir / name for name in ("val_batch0_labels.jpg", "val_batch0_pred.jpg")]
-    return written + sorted(out_dir.glob("*curve*.png")) + sorted(out_dir.glob("confusion_matrix*.png"))
+    plots[out_dir / "val_batch0_labels.jpg"] = partial(plot_batch, images, labels, data.names)
+    plots[out_dir / "val_batch0_pred.jpg"] = partial(plot_batch, images, found, data.names, show_conf=True)
+    return [path for path, plot in plots.items() if write_optional(path, plot)] + curves

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from yolo_transfer.engine.device import select_device
 from yolo_transfer.engine.run_state import STATE_JSON, state_exists
+from yolo_transfer.engine.tensorboard_log import check_tensorboard
 from yolo_transfer.errors import ConfigError
 from yolo_transfer.strategies import Strategy
 from yolo_transfer.strategies.phase import strategy_from_dict
@@ -32,14 +33,18 @@ class TrainConfig:
     patience: int = 100
     device: str = "cpu"
     seed: int = 0
-    workers: int = 2
-    cache: bool = False
+    workers: int | None = None  # None: chosen for the host's cores and the device (loading_plan.py)
+    cache: bool | None = None  # decoded images in RAM; None: when they fit the memory budget
+    val_every: int = 1  # validate every N epochs, and always when a phase or the run may end
+    profile: bool = False  # time every step section exactly (synchronises CUDA after each; benchmarks)
     val_fraction: float = 0.2
     split_seed: int = 0  # seeds the val split made for data without one; independent of ``seed``
     close_mosaic: int = 0
     max_seconds: float | None = None
     max_images: int | None = None
     l2sp: float = 0.0
+    tensorboard: bool = False  # also log to RUN/tensorboard (results.csv stays the source)
+    sync_bn: bool = False  # multi-GPU runs: BatchNorm of the training layers as SyncBatchNorm
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "out": str(self.out)}
@@ -55,8 +60,10 @@ def check_config(config: TrainConfig, resume: bool) -> None:
         )
     if config.batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {config.batch}")
-    if config.workers < 0 or config.patience < 0:
+    if (config.workers is not None and config.workers < 0) or config.patience < 0:
         raise ConfigError("--workers and --patience must be >= 0")
+    if config.val_every < 1:
+        raise ConfigError(f"--val-every must be >= 1, got {config.val_every}")
     if config.lr0 is not None and config.lr0 <= 0:
         raise ConfigError(f"--lr0 must be > 0, got {config.lr0}")
     if config.weights is not None and not Path(config.weights).is_file():
@@ -66,6 +73,8 @@ def check_config(config: TrainConfig, resume: bool) -> None:
             f"{config.out} already holds a run: continue it with --resume {config.out} or use another --out"
         )
     select_device(config.device)
+    if config.tensorboard:
+        check_tensorboard()
 
 
 def config_from_args(args) -> TrainConfig:

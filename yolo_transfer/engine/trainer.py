@@ -10,6 +10,7 @@ resume state (run_state.py); ``train --resume RUN_DIR`` continues as if it had n
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Iterable
@@ -23,9 +24,12 @@ from yolo_transfer.data import LoadedDataset, build_dataloader, load_dataset, lo
 from yolo_transfer.engine import run_log
 from yolo_transfer.engine.autobatch import auto_batch_size
 from yolo_transfer.engine.device import device_info, seed_everything, select_device
+from yolo_transfer.engine.distributed import Distributed, launch, launched, session
 from yolo_transfer.engine.ema import ModelEMA
 from yolo_transfer.engine.evaluate import evaluate
+from yolo_transfer.engine.fused_frozen import fused_prefix
 from yolo_transfer.engine.image_stats import IMAGE_STATS_FILE, save_image_stats
+from yolo_transfer.engine.loading_plan import plan_loading
 from yolo_transfer.engine.loss import ComputeLoss, scale_loss_gains
 from yolo_transfer.engine.lr0_note import lr0_precedence_note
 from yolo_transfer.engine.metrics import fitness
@@ -33,6 +37,7 @@ from yolo_transfer.engine.optim import (
     GROUP_KINDS,
     accumulate_steps,
     build_optimizer,
+    foreach_for,
     lr_lambda,
     scaled_weight_decay,
     scheduled_lr,
@@ -57,7 +62,9 @@ from yolo_transfer.engine.run_state import (
     with_prefix,
     write_state,
 )
+from yolo_transfer.engine.step_timer import StepTimer
 from yolo_transfer.engine.stopping import Plateau
+from yolo_transfer.engine.tensorboard_log import TensorBoardLog
 from yolo_transfer.engine.train_config import TrainConfig, check_config, config_from_args, load_run
 from yolo_transfer.engine.train_progress import training_progress
 from yolo_transfer.errors import ConfigError, OutputError, TrainingError
@@ -75,6 +82,7 @@ from yolo_transfer.strategies.trainable import (
 
 __all__ = ["TrainConfig", "Trainer", "train", "train_command"]
 GRAD_CLIP_NORM = 10.0
+BAR_REFRESH = 5  # batches between progress-bar updates (each reads the loss back from the device)
 
 
 class Trainer:
@@ -88,12 +96,24 @@ class Trainer:
         config: TrainConfig,
         out_dir: Path,
         fresh: Iterable[str] = (),
+        dist: Distributed | None = None,
     ):
-        """``fresh``: parameter names that did not come from the pretrained weights (for L2-SP)."""
+        """``fresh``: parameter names that did not come from the pretrained weights (for L2-SP); ``dist``:
+        this process's place in a multi-process run (distributed.py), default one process."""
         self.data, self.strategy, self.config, self.out = data, strategy, config, Path(out_dir)
         self.weights_dir = self.out / "weights"
-        self.device = select_device(config.device)
-        self.model = model.float().to(self.device)
+        self.dist = dist or Distributed(select_device(config.device))
+        self.device = self.dist.device
+        samples, world = data.train + data.val, self.dist.world_size
+        self.loading = plan_loading(samples, config.imgsz, self.device, config.workers, config.cache, world)
+        torch.set_num_threads(self.loading.threads)
+        if self.device.type == "cuda":  # fixed training shapes: time the conv kernels once, keep the fastest
+            torch.backends.cudnn.benchmark = True
+        # NHWC activations: the layout oneDNN (CPU) and cuDNN/tensor cores (CUDA) convolve fastest
+        nhwc = self.device.type in ("cpu", "cuda")
+        self.memory_format = torch.channels_last if nhwc else torch.contiguous_format
+        self.model = model.float().to(self.device, memory_format=self.memory_format)
+        self.timer = StepTimer(self.device, sync=config.profile)
         self.hyp = load_hyp(config.hyp, lr0=config.lr0)
         detect = self.model.detect
         loss_hyp = scale_loss_gains(self.hyp, detect.nl, detect.nc, config.imgsz)
@@ -105,23 +125,27 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.val_loader = build_dataloader(
             data.val, config.imgsz, config.batch * 2, augment=False, hyp=self.hyp, rect=True, pad=0.5,
-            workers=config.workers, seed=config.seed, cache_ram=config.cache,
+            workers=self.loading.workers, seed=config.seed, cache_ram=self.loading.cache,
         )  # fmt: skip
         self.progress = RunProgress()
         self.active: ActivePhase | None = None
         self.console = Console(soft_wrap=True, markup=False, highlight=False)
         self.clock_start = 0.0
+        self.tensorboard = TensorBoardLog(self.out) if config.tensorboard and self.dist.is_main else None
 
     def fit(self, resume: bool = False) -> dict:
         saved = self._restore() if resume else None
         self.console.print(self.data.report.summary_line())
+        self.console.print(self.loading.line())
         self.clock_start = time.monotonic() - self.progress.wall_seconds
         while self.progress.end_reason is None:
             if self.active is None or self.active.index != self.progress.phase_index:
                 self.active = self._start_phase(saved)
                 saved = None
             self._run_epoch(self.active)
-        summary = {**self._summary(), "device": device_info(self.device)}
+        summary = {**self._summary(), "device": device_info(self.device), "world_size": self.dist.world_size}
+        if not self.dist.is_main:
+            return summary
         run_log.write_json(self.out / "summary.json", summary)
         best = summary["best"]
         self.console.print(
@@ -134,6 +158,8 @@ class Trainer:
             batch=self.progress.phases[0]["batch"], seed=self.config.seed,
         )  # fmt: skip
         self.console.print(f"plots in {self.out}: {', '.join(path.name for path in plots)}")
+        if self.tensorboard is not None:
+            self.tensorboard.finish(plots, self.progress.epoch)
         return summary
 
     # ---- phases -------------------------------------------------------------------------------------------
@@ -147,13 +173,15 @@ class Trainer:
         index, config = progress.phase_index, self.config
         phase = self.strategy.phases[index]
         setup = apply_phase(self.model, phase)
+        self.dist.wrap(self.model, setup.trainable, sync_bn=config.sync_bn)
         trainable, trainable_params, prefix = setup.trainable, setup.trainable_params, setup.prefix
         batch = progress.phase_batch or self._phase_batch(phase, prefix)
         hyp = phase_hyp(self.hyp, phase)
         loader = build_dataloader(
             self.data.train, config.imgsz, batch, augment=True, hyp=hyp, shuffle=True,
-            workers=config.workers, seed=config.seed + index, cache_ram=config.cache,
+            workers=self.loading.workers, seed=config.seed + index, cache_ram=self.loading.cache,
         )  # fmt: skip
+        loader = self.dist.shard(loader, batch, seed=config.seed + index)
         lr0 = self._phase_lr0(phase)
         weight_decay = scaled_weight_decay(self.hyp["weight_decay"], batch)
         scales = module_lr_scales(self.model, phase)
@@ -173,6 +201,8 @@ class Trainer:
             self._begin_phase(active, trainable_params)
         elif saved is not None:
             self._resume_phase(active, saved)
+        # after AdaBN and the resume: the frozen BN statistics are final now
+        active.stand_ins = fused_prefix(self.model, prefix, phase.bn, self.memory_format)
         return active
 
     def _begin_phase(self, active: ActivePhase, trainable_params: int) -> None:
@@ -212,7 +242,7 @@ class Trainer:
         frozen = [i for i in range(len(self.model.model)) if i not in set(active.trainable)]
         plain = build_dataloader(
             self.data.train, self.config.imgsz, active.batch, augment=False, hyp=self.hyp,
-            workers=self.config.workers,
+            workers=self.loading.workers,
         )  # fmt: skip
         recalibrate_bn(self.model, plain, frozen, self.device)
         ema_state = self.ema.ema.state_dict()
@@ -229,36 +259,60 @@ class Trainer:
 
     def _phase_batch(self, phase: Phase, prefix: int) -> int:
         if phase.batch == "auto":
-            return auto_batch_size(self.model, self.config.imgsz, self.device, prefix, len(self.data.train))
+            per_device = self.dist.from_main(
+                lambda: auto_batch_size(
+                    self.model, self.config.imgsz, self.device, prefix, len(self.data.train)
+                )
+            )
+            return per_device * self.dist.world_size
         return phase.batch or self.config.batch
 
     # ---- one epoch ----------------------------------------------------------------------------------------
 
     def _run_epoch(self, active: ActivePhase) -> None:
-        """Train, validate the EMA, log, decide how the phase and run go on, save."""
+        """Train, validate the EMA (see :meth:`_validates`), log, decide how the phase and run go on, save.
+
+        An epoch without validation gets NaN metrics in results.csv; it is never the best, and plateaus and
+        early stopping count only validated epochs."""
+        self.timer.new_epoch()
         train_loss, lrs, images, seconds, budget_stop = self._train_epoch(active)
-        metrics = evaluate(
-            self.ema.ema, self.val_loader, self.data.names, device=self.device,
-            compute_loss=self.compute_loss, image_stats=True,
-        )  # fmt: skip
-        image_stats = metrics.pop("image_stats")
+        metrics, image_stats, fit = run_log.unvalidated_metrics(), None, None
+        if self._validates(active, budget_stop):
+            with self.timer.section("validation"):
+                metrics = self.dist.from_main(  # rank 0 validates; every rank decides from its metrics
+                    lambda: evaluate(
+                        self.ema.ema, self.val_loader, self.data.names, device=self.device,
+                        compute_loss=self.compute_loss, image_stats=True,
+                    )
+                )  # fmt: skip
+            image_stats = metrics.pop("image_stats")
+            fit = float(fitness(metrics))
         progress = self.progress
         progress.epoch += 1
         progress.phase_epoch += 1
         progress.train_seconds += seconds
         progress.wall_seconds = time.monotonic() - self.clock_start
-        fit = float(fitness(metrics))
-        progress.final = run_log.metrics_record(progress.epoch, metrics)
-        is_best = progress.best_fitness is None or fit >= progress.best_fitness  # ties too, as the reference
+        is_best = fit is not None and (progress.best_fitness is None or fit >= progress.best_fitness)  # ties
+        if fit is not None:
+            progress.final = run_log.metrics_record(progress.epoch, metrics)
         if is_best:
             progress.best_fitness, progress.best = fit, progress.final
-        row = self._results_row(active, train_loss, metrics, lrs, images / max(seconds, 1e-9), fit)
+        img_per_s, row_fit = images / max(seconds, 1e-9), float("nan") if fit is None else fit
+        row = self._results_row(active, train_loss, metrics, lrs, img_per_s, row_fit)
         progress.rows.append(row)
-        self.console.print(run_log.epoch_line(row, self.config.epochs))
+        if self.tensorboard is not None:
+            self.tensorboard.log_epoch(row, run_log.RESULTS_COLUMNS)
+        self.console.print(run_log.epoch_line(row, self.config.epochs, self.timer.data_share(seconds)))
         self._end_of_epoch(active, fit, budget_stop or self._budget_reason())
-        if is_best:  # for paired bootstraps between runs
+        if is_best and self.dist.is_main:  # for paired bootstraps between runs
             save_image_stats(image_stats, self.out / IMAGE_STATS_FILE)
         self._save(is_best)
+
+    def _validates(self, active: ActivePhase, budget_stop: str | None) -> bool:
+        """Validate every ``val_every`` epochs, and always when the phase or the run may end after this."""
+        epoch, config = self.progress.epoch + 1, self.config
+        last = epoch >= config.epochs or self.progress.phase_epoch + 1 >= active.length
+        return last or epoch % config.val_every == 0 or bool(budget_stop or self._budget_reason())
 
     def _train_epoch(self, active: ActivePhase) -> tuple[torch.Tensor, list[float], int, float, str | None]:
         """One epoch; returns mean loss items, LR per group kind, images, seconds and a budget stop reason."""
@@ -269,13 +323,16 @@ class Trainer:
         if close_mosaic and progress.epoch >= self.config.epochs - close_mosaic:
             active.loader.dataset.mosaic = False
         lf = active.lf(progress.phase_epoch)
+        self.dist.set_epoch(active.loader, progress.epoch)
         nb = len(active.loader)
-        mean_loss, images_done, stop, iteration = torch.zeros(3), 0, None, 0
+        mean_loss, images_done, stop, iteration = torch.zeros(3, device=self.device), 0, None, 0
         start = time.monotonic()
         with _progress_bar(self.console, progress, self.config) as bar:
             description = f"epoch {progress.epoch + 1}/{self.config.epochs} [{phase.name}]"
             task = bar.add_task(description, total=nb, loss="")
+            waited_from = time.perf_counter()
             for i, (images, targets, _, _) in enumerate(active.loader):
+                self.timer.add("data", time.perf_counter() - waited_from)
                 iteration = i + nb * progress.phase_epoch
                 images, targets = self._within_image_budget(images, targets)
                 progress.accumulate = warmup_accumulate(
@@ -284,68 +341,88 @@ class Trainer:
                 set_schedule(active.optimizer, lf, active.lr0, iteration, active.warmup, active.hyp)
                 items = self._train_step(active, images, targets, iteration)
                 mean_loss = (mean_loss * i + items) / (i + 1)
-                images_done += images.shape[0]
-                progress.images_seen += images.shape[0]
-                box, obj, cls = mean_loss.tolist()
-                bar.update(task, advance=1, loss=f"box {box:.4f}  obj {obj:.4f}  cls {cls:.4f}")
+                images_done += images.shape[0] * self.dist.world_size  # every rank's share is as large
+                progress.images_seen += images.shape[0] * self.dist.world_size
+                if i % BAR_REFRESH == 0 or i == nb - 1:
+                    seconds = time.monotonic() - start
+                    bar.update(task, loss=self._bar_text(mean_loss, images_done, seconds))
+                bar.advance(task)
                 if stop := self._budget_reason():
                     break
+                waited_from = time.perf_counter()
         warmup_bias_lr = active.hyp["warmup_bias_lr"]
         target = active.lr0 * lf
         lrs = [scheduled_lr(k, target, iteration, active.warmup, warmup_bias_lr) for k in GROUP_KINDS]
-        return mean_loss, lrs, images_done, time.monotonic() - start, stop
+        return mean_loss.cpu(), lrs, images_done, time.monotonic() - start, stop
+
+    def _bar_text(self, mean_loss: torch.Tensor, images: int, seconds: float) -> str:
+        """The epoch bar's loss, speed and share of the time spent waiting for data."""
+        box, obj, cls = mean_loss.tolist()
+        speed, data = images / max(seconds, 1e-9), self.timer.data_share(seconds)
+        return f"box {box:.4f}  obj {obj:.4f}  cls {cls:.4f}  {speed:.1f} img/s  data wait {data:.0%}"
 
     def _train_step(self, active: ActivePhase, images, targets, iteration: int) -> torch.Tensor:
         """Forward, loss, backward; an optimizer step (clip, EMA) once ``accumulate`` batches are in."""
-        images = images.to(self.device, non_blocking=True).float() / 255
-        with torch.autocast(self.device.type, enabled=self.amp):
-            preds = self.model(images, no_grad_prefix=active.prefix)
-            loss, items = self.compute_loss(preds, targets.to(self.device))
+        timer = self.timer
+        with timer.section("forward"):
+            images = images.to(self.device, non_blocking=True).float().div_(255)
+            images = images.contiguous(memory_format=self.memory_format)
+            with torch.autocast(self.device.type, enabled=self.amp):
+                preds = self.dist.net(images, no_grad_prefix=active.prefix, stand_ins=active.stand_ins)
+        with timer.section("loss"), torch.autocast(self.device.type, enabled=self.amp):
+            loss, items = self.compute_loss(preds, targets.to(self.device, non_blocking=True))
             if self.l2sp is not None:  # scaled like the loss, which is a mean times the batch size
                 loss = loss + self.l2sp.penalty(self.model) * images.shape[0]
-        if not torch.isfinite(loss):
+        if not torch.isfinite(loss):  # the step's one host-device sync
             raise TrainingError(
                 f"loss became {loss.item()} at epoch {self.progress.epoch + 1}, iteration {iteration} of "
                 f"phase '{active.phase.name}' (lr0 {active.lr0:g}); training stopped and "
                 f"{self._kept(self.progress.epoch)} - lower lr0 or check the labels"
             )
-        self.scaler.scale(loss).backward()
+        with timer.section("backward"):  # DDP averages: times world size is the global batch's gradient
+            self.scaler.scale(loss * self.dist.world_size).backward()
         if iteration - self.progress.last_opt_step >= self.progress.accumulate:
-            self.scaler.unscale_(active.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=GRAD_CLIP_NORM)
-            self.scaler.step(active.optimizer)
-            self.scaler.update()
-            active.optimizer.zero_grad()
-            self.ema.update(self.model)
+            with timer.section("optimizer"):
+                self.scaler.unscale_(active.optimizer)
+                params, foreach = self.model.parameters(), foreach_for(self.device)
+                torch.nn.utils.clip_grad_norm_(params, max_norm=GRAD_CLIP_NORM, foreach=foreach)
+                self.scaler.step(active.optimizer)
+                self.scaler.update()
+                active.optimizer.zero_grad()
+            with timer.section("ema"):
+                self.ema.update(self.model)
             self.progress.last_opt_step = iteration
-        return items.detach().cpu()
+        return items.detach()
 
     def _within_image_budget(self, images: torch.Tensor, targets: torch.Tensor):
         """Cut the batch so the run trains on exactly ``max_images`` images."""
         if self.config.max_images is None:
             return images, targets
-        keep = self.config.max_images - self.progress.images_seen
+        keep = -(-(self.config.max_images - self.progress.images_seen) // self.dist.world_size)  # per rank
         if keep >= images.shape[0]:
             return images, targets
         return images[:keep], targets[targets[:, 0] < keep]
 
     def _budget_reason(self) -> str | None:
         config = self.config
-        if config.max_seconds is not None and time.monotonic() - self.clock_start >= config.max_seconds:
+        if config.max_seconds is not None and self.dist.any(
+            time.monotonic() - self.clock_start >= config.max_seconds
+        ):
             return "max_seconds"
         if config.max_images is not None and self.progress.images_seen >= config.max_images:
             return "max_images"
         return None
 
-    def _end_of_epoch(self, active: ActivePhase, fit: float, budget_stop: str | None) -> None:
-        """Decide whether the phase and the run end; update the phase summary."""
+    def _end_of_epoch(self, active: ActivePhase, fit: float | None, budget_stop: str | None) -> None:
+        """Decide whether the phase and the run end (``fit`` None: not validated); update the phase record."""
         progress = self.progress
         phase_end = None
+        validated, plateau = fit is not None, progress.plateau
         if progress.phase_epoch >= active.length:
-            phase_end = "max_epochs" if progress.plateau is not None else "epochs"
-        elif progress.plateau is not None and progress.plateau.update(progress.phase_epoch - 1, fit):
+            phase_end = "max_epochs" if plateau is not None else "epochs"
+        elif validated and plateau is not None and plateau.update(progress.phase_epoch - 1, fit):
             phase_end = "plateau"
-        if progress.early_stop.update(progress.phase_epoch - 1, fit) and phase_end is None:
+        if validated and progress.early_stop.update(progress.phase_epoch - 1, fit) and phase_end is None:
             phase_end = "early_stop"  # ends this phase; the run only when it is the last one
         progress.phases[-1].update(epochs_run=progress.phase_epoch, end_reason=phase_end or budget_stop)
         if phase_end:
@@ -384,6 +461,9 @@ class Trainer:
                 f"weights became NaN/inf in epoch {self.progress.epoch} ({bad}); training stopped and "
                 f"{self._kept(self.progress.epoch - 1)} - lower lr0 or check the labels"
             )
+        if not self.dist.is_main:  # rank 0 writes the files; the others wait until they are complete
+            self.dist.barrier()
+            return
         metadata = {
             "strategy": strategy_to_dict(self.strategy),
             "phases": self.progress.phases,
@@ -401,6 +481,7 @@ class Trainer:
         except OutputError as err:
             kept = self._kept(self.progress.epoch - 1)
             raise OutputError(f"{err}; {kept} (yolo-transfer train --resume {self.out})") from None
+        self.dist.barrier()
 
     def _kept(self, epochs: int) -> str:
         """What a run that stops now leaves to resume from: the state after ``epochs`` epochs."""
@@ -456,6 +537,8 @@ class Trainer:
             "config": self.config.to_dict(),
             "end_reason": progress.end_reason,
             "still_improving": progress.best["epoch"] == progress.final["epoch"],
+            "time_breakdown_s": dict(self.timer.total),  # this process's share when the run was resumed
+            "loading": dataclasses.asdict(self.loading),
         }
 
 
@@ -478,29 +561,42 @@ def train(config: TrainConfig, strategy: Strategy, resume: bool = False) -> dict
     """Train with ``strategy`` (or continue the run in ``config.out``); returns the summary.json dict.
 
     ``config.out`` must be writable and free: the run holds its lock file, and removes what a killed earlier
-    process left half-written there, before any work."""
-    ensure_writable_dir(config.out)
-    check_config(config, resume)
-    with run_lock(config.out):
-        remove_temporaries(Path(config.out))
-        remove_leftovers(Path(config.out) / "weights")
-        if note := lr0_precedence_note(config.hyp, strategy, config.lr0):
-            print(note)
+    process left half-written there, before any work. Under torchrun every rank calls this (distributed.py):
+    rank 0 holds the lock, cleans up and loads the data first; the others print nothing."""
+    with session(config.device, config.batch, config.sync_bn) as dist, dist.quiet():
+        ensure_writable_dir(config.out)
+        check_config(config, resume)
+        with run_lock(config.out) if dist.is_main else contextlib.nullcontext():
+            return _train_rank(config, strategy, resume, dist)
+
+
+def _train_rank(config: TrainConfig, strategy: Strategy, resume: bool, dist: Distributed) -> dict:
+    with dist.main_first():
+        if dist.is_main:
+            remove_temporaries(Path(config.out))
+            remove_leftovers(Path(config.out) / "weights")
+            if note := lr0_precedence_note(config.hyp, strategy, config.lr0):
+                print(note)
         seed_everything(config.seed)
         data = load_dataset(config.data, val_fraction=config.val_fraction, seed=config.split_seed)
         model, fresh = initial_model(config, data.names, strategy.head)
-        stride = int(model.stride.max())
-        if config.imgsz % stride:
-            raise ConfigError(
-                f"--imgsz must be a multiple of {stride} (this model's largest stride), got {config.imgsz}"
-            )
-        return Trainer(model, data, strategy, config, Path(config.out), fresh).fit(resume=resume)
+    stride = int(model.stride.max())
+    if config.imgsz % stride:
+        raise ConfigError(
+            f"--imgsz must be a multiple of {stride} (this model's largest stride), got {config.imgsz}"
+        )
+    return Trainer(model, data, strategy, config, Path(config.out), fresh, dist).fit(resume=resume)
 
 
 def train_command(args) -> int:
-    """``yolo-transfer train``: a new run from the arguments, or ``--resume RUN_DIR``."""
+    """``yolo-transfer train``: a new run from the arguments, or ``--resume RUN_DIR``; ``--devices`` starts
+    one such process per device (as torchrun)."""
+    if args.devices and not launched():
+        return launch(train_command, args)
     if args.resume:
         config, strategy = load_run(args.resume)
+        if args.devices:  # the launched ranks train on the launch's kind of device
+            config = dataclasses.replace(config, device=args.device)
         if args.lr0 is not None:  # e.g. a diverged run continues from its last finite epoch at a lower LR
             config = dataclasses.replace(config, lr0=args.lr0)
         train(config, strategy, resume=True)

@@ -83,10 +83,12 @@ class DetectionModel(nn.Module):
     def detect(self) -> Detect:
         return self.model[-1]
 
-    def forward(self, x: torch.Tensor, no_grad_prefix: int = 0):
+    def forward(self, x: torch.Tensor, no_grad_prefix: int = 0, stand_ins: nn.ModuleList | None = None):
         """Run the layers in order; those with index < ``no_grad_prefix`` build no autograd graph.
 
-        Input sides must be multiples of the largest stride (64 for P6 models): see :meth:`_fit_to_stride`.
+        ``stand_ins`` replace the first ``len(stand_ins)`` layers, e.g. BN-folded copies of a frozen prefix
+        (engine/fused_frozen.py); the layers themselves stay as they are. Input sides must be multiples of the
+        largest stride (64 for P6 models): see :meth:`_fit_to_stride`.
         """
         x = self._fit_to_stride(x)
         outputs: list[torch.Tensor | None] = []
@@ -98,8 +100,9 @@ class DetectionModel(nn.Module):
                     if isinstance(layer.f, int)
                     else [x if j == -1 else outputs[j] for j in layer.f]
                 )
+            run = stand_ins[layer.i] if stand_ins is not None and layer.i < len(stand_ins) else layer
             with torch.set_grad_enabled(grad_enabled and layer.i >= no_grad_prefix):
-                x = layer(x)
+                x = run(x)
             outputs.append(x if layer.i in self.save else None)
         return x
 

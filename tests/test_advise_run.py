@@ -1,0 +1,66 @@
+"""``advise`` as a command with a run folder (runs/advise/exp, exp2, ..., advise.json) and bars with ETA."""
+
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+import yolo_transfer.advise as advise_package
+from yolo_transfer.advise import advise
+from yolo_transfer.cli import main
+from yolo_transfer.data.synthetic import make_domain
+
+DEMO = Path(__file__).resolve().parents[1] / "yolo_transfer" / "assets" / "demo_yolov5n_source.safetensors"
+SMALL = ["--imgsz", "64", "--max-images", "8", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("YOLO_TRANSFER_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield make_domain(tmp_path_factory.mktemp("data"), "target", n_images=12, imgsz=64, seed=5)
+
+
+def test_advise_writes_advise_json_into_exp_then_exp2(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(advise_package, "_time_strategies", lambda *args: None)  # untimed: quicker
+    project = tmp_path / "advise"
+    argv = ["advise", "--data", str(data), "--weights", str(DEMO), *SMALL, "--budget", "epochs=5"]
+    assert main([*argv, "--project", str(project), "--json"]) == 0
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)  # stdout stays one JSON object; the folder lines go to stderr
+    assert (
+        f"run folder: {project / 'exp'}" in captured.err and f"results in {project / 'exp'}" in captured.err
+    )
+    assert json.loads((project / "exp" / "advise.json").read_text()) == printed
+    assert main([*argv, "--project", str(project)]) == 0
+    out = capsys.readouterr().out
+    assert f"run folder: {project / 'exp2'}" in out and f"results in {project / 'exp2'}" in out
+    saved = json.loads((project / "exp2" / "advise.json").read_text())
+    assert saved["recommendation"]["strategy"] == printed["recommendation"]["strategy"]
+    assert main([*argv, "--out", str(tmp_path / "exact"), "--json"]) == 0
+    assert (tmp_path / "exact" / "advise.json").is_file()
+    assert sorted(p.name for p in project.iterdir()) == ["exp", "exp2"]
+
+
+def test_advise_refuses_an_output_folder_that_is_a_file_before_measuring(data, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    argv = ["advise", "--data", str(data), "--weights", str(DEMO), *SMALL, "--out", str(tmp_path / "file")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--out must be a folder, but it is a file" in err and "Traceback" not in err
+
+
+def test_advise_shows_bars_for_images_measured_and_strategies_timed(data, monkeypatch):
+    shown = []
+    make_bars = advise_package._measuring_bars
+    monkeypatch.setattr(
+        advise_package, "_measuring_bars", lambda console: shown.append(make_bars(console)) or shown[-1]
+    )
+    advise(data, DEMO, imgsz=64, max_images=8, console=Console(force_terminal=True, quiet=True))
+    (progress,) = shown
+    images, steps = progress.tasks
+    assert (images.description, images.completed, images.total) == ("images measured", 8, 8)
+    assert steps.description.startswith("strategies timed") and steps.completed == steps.total > 0
+    columns = [type(column).__name__ for column in progress.columns]
+    assert "TimeRemainingColumn" in columns and "MofNCompleteColumn" in columns

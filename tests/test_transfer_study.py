@@ -1,0 +1,71 @@
+"""The transfer study's bookkeeping: regret, agreement of the advice and fixed rules, the Markdown table."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+STUDY_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "transfer_study.py"
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("transfer_study", STUDY_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def case(name: str, scores: dict, advised: str, shift: float, images: int = 200) -> dict:
+    return {
+        "case": name,
+        "scores": scores,
+        "advised": advised,
+        "profile": {
+            "images": images,
+            "label_overlap": 0.0,
+            "objectness": 0.5,
+            "shift": {"early": shift, "middle": shift, "late": shift, "overall": shift},
+        },
+    }
+
+
+CASES = [
+    # far domain: full wins, freeze 3 points behind
+    case("far e30", {"yolov5-default": 0.10, "full": 0.30, "freeze": 0.27, "staged": 0.295}, "full", 0.7),
+    # near domain: freeze wins by 2 points
+    case("near e30", {"yolov5-default": 0.40, "full": 0.48, "freeze": 0.50, "staged": 0.492}, "freeze", 0.1),
+]
+
+
+def test_regret_is_best_minus_choice_and_none_when_not_run(study):
+    assert study.regret(CASES[0], "freeze") == pytest.approx(0.03)
+    assert study.regret(CASES[0], "full") == 0.0
+    assert study.regret(CASES[0], "lp-ft") is None
+
+
+def test_agreement_counts_choices_within_one_point(study):
+    summary = study.summarise(CASES)
+    assert summary["advise"] == {"cases": 2, "agreement": 1.0, "mean_regret": 0.0}
+    assert summary["always full"]["agreement"] == 0.5
+    assert summary["always full"]["mean_regret"] == pytest.approx(0.01)
+    # staged is within 1 point in both cases (0.5 and 0.8 points behind)
+    assert summary["always staged (fastai fine_tune)"]["agreement"] == 1.0
+    assert summary["always yolov5-default"]["agreement"] == 0.0
+    # the guide freezes for small, near data and trains everything far from COCO: right in both cases
+    assert summary["ultralytics guide"]["agreement"] == 1.0
+
+
+def test_a_chooser_whose_strategy_never_ran_counts_no_case(study):
+    summary = study.summarise([case("x", {"full": 0.3}, "full", 0.1)])
+    never_ran = {"cases": 0, "agreement": None, "mean_regret": None}
+    assert summary["always freeze (yolov5 --freeze 10)"] == never_ran
+
+
+def test_markdown_marks_the_best_and_lists_every_chooser(study):
+    text = study.markdown(CASES, study.summarise(CASES), ["yolov5-default", "full", "freeze", "staged"])
+    rows = text.splitlines()
+    assert rows[2].startswith("| far e30 | 0.100 | **0.300** | 0.270 | 0.295 | full | 0.000 |")
+    assert "| near e30 | 0.400 | 0.480 | **0.500** | 0.492 | freeze | 0.000 |" in rows[3]
+    for chooser in study.summarise(CASES):
+        assert any(row.startswith(f"| {chooser} | 2 |") for row in rows), chooser
