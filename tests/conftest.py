@@ -33,3 +33,12 @@ def official_weights() -> Path:
 @pytest.fixture
 def reference_dir() -> Path:
     return shared_path("reference")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    """A dataset cache folder for the module (``YOLO_TRANSFER_CACHE``, inherited by subprocesses)."""
+    path = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("YOLO_TRANSFER_CACHE", str(path))
+        yield path

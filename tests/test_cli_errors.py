@@ -54,14 +54,6 @@ json.dump(results, open(sys.argv[2], "w"))
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("YOLO_TRANSFER_CACHE", str(path))  # the subprocess inherits it
-        yield path
-
-
-@pytest.fixture(scope="module")
 def files(tmp_path_factory, cache_dir) -> dict[str, str]:
     """Valid inputs (a 4-image dataset, weights, an image) and broken ones, by name."""
     root = tmp_path_factory.mktemp("cli")

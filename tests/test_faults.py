@@ -40,14 +40,6 @@ TINY = {"imgsz": 64, "batch": 2, "workers": 0, "device": "cpu", "hyp": "none"}
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("YOLO_TRANSFER_CACHE", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory, cache_dir) -> Path:
     """4 synthetic images at 64 px (train and val)."""
     return make_domain(tmp_path_factory.mktemp("tiny"), "target", n_images=4, imgsz=64, seed=0)

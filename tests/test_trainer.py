@@ -34,14 +34,6 @@ SMALL = {"imgsz": 160, "batch": 8, "workers": 0, "device": "cpu"}
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("YOLO_TRANSFER_CACHE", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
 def shapes(tmp_path_factory, cache_dir) -> Path:
     """40 synthetic images at 160 px: 32 train, 8 val."""
     return make_domain(tmp_path_factory.mktemp("shapes"), "target", n_images=40, imgsz=160, seed=1)
