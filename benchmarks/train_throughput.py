@@ -5,7 +5,8 @@ backward of the model on random tensors (channels_last, same batch and size, no 
 everything trainable and with modules 0-9 frozen (the frozen prefix without autograd); then the real trainer
 (``yolo_transfer.engine.trainer.train``, mosaic, EMA, accumulation, validation) for ``full``, ``freeze`` and
 the first phase of ``staged``, each as a fraction of its limit, with its per-epoch time breakdown (data wait,
-forward, loss and targets, backward, optimizer step, EMA, validation) and peak RSS. Reference settings:
+forward, loss and targets, backward, optimizer step, EMA, validation), peak RSS and how much of it the imports
+alone hold (torch's CUDA build and torchvision are most of it on a small model). Reference settings:
 official yolov5n weights, the real dawn_fog set, 320 px, batch 16, loader workers and the RAM cache as the
 trainer chooses them. Usage::
 
@@ -58,10 +59,11 @@ def compute_limit(args: argparse.Namespace, strategy: str) -> dict:
     images = torch.rand(args.batch, 3, args.imgsz, args.imgsz, device=device)
     images = images.contiguous(memory_format=torch.channels_last)
     amp = device.type == "cuda"
+    net = torch.compile(model) if args.compile else model  # compiled during the warm-up steps
 
     def step() -> None:
         with torch.autocast(device.type, enabled=amp):
-            loss = sum(out.float().mean() for out in model(images, no_grad_prefix=setup.prefix))
+            loss = sum(out.float().mean() for out in net(images, no_grad_prefix=setup.prefix))
         loss.backward()
 
     for _ in range(WARMUP_ITERS):
@@ -80,17 +82,18 @@ def trainer_speed(args: argparse.Namespace, strategy: str) -> dict:
     chosen = load_strategy(strategy, epochs=max(args.epochs, 2))  # staged's two phases need two epochs
     if strategy == "staged":  # its first phase for the run's epochs (the trainer stops at --epochs)
         chosen = dataclasses.replace(chosen, phases=chosen.phases[:1])
+    imports_rss = peak_rss_mb()  # torch, torchvision, OpenCV, ... loaded, nothing trained yet
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(
             data=str(args.data), out=Path(tmp) / "run", weights=str(args.weights), epochs=args.epochs,
             imgsz=args.imgsz, batch=args.batch, device=args.device, workers=args.workers, profile=True,
-            max_images=args.images,
+            max_images=args.images, compile=args.compile,
         )  # fmt: skip
         summary = train(config, chosen)
     per_epoch = {key: value / summary["epochs"] for key, value in summary["time_breakdown_s"].items()}
     return {
         "img_per_s": summary["train_img_per_s"], "peak_rss_mb": summary["peak_rss_mb"],
-        "breakdown": per_epoch, "loading": summary["loading"],
+        "imports_rss_mb": imports_rss, "breakdown": per_epoch, "loading": summary["loading"],
     }  # fmt: skip
 
 
@@ -108,7 +111,7 @@ def run_job(args: argparse.Namespace, job: str) -> dict:
 def _passed_on(args: argparse.Namespace) -> list[str]:
     options = ["--data", str(args.data), "--weights", str(args.weights), "--imgsz", str(args.imgsz)]
     options += ["--batch", str(args.batch), "--epochs", str(args.epochs), "--device", args.device]
-    options += ["--iters", str(args.iters)]
+    options += ["--iters", str(args.iters)] + (["--compile"] if args.compile else [])
     options += [] if args.workers is None else ["--workers", str(args.workers)]
     return options + ([] if args.images is None else ["--images", str(args.images)])
 
@@ -122,7 +125,8 @@ def report(args: argparse.Namespace, results: dict[str, dict], seconds: float) -
     device = select_device(args.device)
     table = Table(
         title=f"train throughput: yolov5n ({Path(args.weights).name}) on {Path(args.data).parent.name}, "
-        f"{args.imgsz} px, batch {args.batch}, {args.epochs} epoch(s), {device}",
+        f"{args.imgsz} px, batch {args.batch}, {args.epochs} epoch(s), {device}"
+        + (", torch.compile" if args.compile else ""),
         caption=_caption(results, seconds),
     )
     table.add_column("strategy", no_wrap=True)
@@ -131,24 +135,31 @@ def report(args: argparse.Namespace, results: dict[str, dict], seconds: float) -
     for section in SECTIONS:
         table.add_column(f"{section} s/ep", justify="right")
     table.add_column("peak RSS MB", justify="right")
+    table.add_column("of it imports MB", justify="right")
     for name, limit_job, train_job in ROWS:
         limit, trained = results[limit_job]["img_per_s"], results[train_job]
         speed, breakdown = trained["img_per_s"], trained["breakdown"]
         table.add_row(
             name, f"{limit:.1f}", f"{speed:.1f}", f"{speed / limit:.0%}",
             *(f"{breakdown[section]:.1f}" for section in SECTIONS), f"{trained['peak_rss_mb']:.0f}",
+            f"{trained['imports_rss_mb']:.0f}",
         )  # fmt: skip
     return table
 
 
 def _caption(results: dict[str, dict], seconds: float) -> str:
     loading = results["train:full"]["loading"]
-    rss = results["train:freeze"]["peak_rss_mb"] / results["train:full"]["peak_rss_mb"]
+    freeze, full = results["train:freeze"], results["train:full"]
+    rss = freeze["peak_rss_mb"] / full["peak_rss_mb"]
+    run_rss = (freeze["peak_rss_mb"] - freeze["imports_rss_mb"]) / (
+        full["peak_rss_mb"] - full["imports_rss_mb"]
+    )
     return (
         f"{platform.machine()}, {available_cores()} cores, torch {torch.__version__}; trainer: "
         f"{loading['workers']} loader workers, {loading['threads']} torch threads, RAM cache "
         f"{'on' if loading['cache'] else 'off'}. Limit: bare fwd+bwd, random tensors, channels_last, no "
-        f"optimizer (frozen: modules 0-9 without autograd). Peak RSS freeze/full {rss:.2f}. {seconds:.0f} s."
+        f"optimizer (frozen: modules 0-9 without autograd). Peak RSS freeze/full {rss:.2f}; above what the "
+        f"imports alone hold (the libraries' code and data): {run_rss:.2f}. {seconds:.0f} s."
     )
 
 
@@ -163,6 +174,11 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=8, help="timed iterations of the compute limit")
     parser.add_argument("--workers", type=int, default=None, help="loader workers (default: the trainer's)")
     parser.add_argument("--images", type=int, default=None, help="stop each trainer run after N images")
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the limit's model and the trainer (train --compile); the limit's img/s leaves "
+        "the compile out, the trainer's includes it",
+    )  # fmt: skip
     parser.add_argument("--job", default=None, help=argparse.SUPPRESS)  # internal: one measurement
     parser.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -17,11 +17,14 @@ finished runs and resumes unfinished ones. ``docs/advisor-study.md`` holds its r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import shutil
 import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -30,6 +33,8 @@ from yolo_transfer.advise.rules import HIGH_SHIFT, LARGE_DATA_IMAGES
 from yolo_transfer.compare import compare, parse_budget
 from yolo_transfer.compare.demo import shipped_weights
 from yolo_transfer.compare.results import aggregate, read_run
+from yolo_transfer.data import load_dataset
+from yolo_transfer.data.convert import write_yolo_dataset
 from yolo_transfer.data.synthetic import make_domain
 
 DATASETS = {  # name -> data path under --shared
@@ -184,6 +189,21 @@ def markdown(cases: list[dict], summary: dict, strategies: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def training_subset(data: str, images: int, out: Path) -> str:
+    """A YOLO copy of ``data`` keeping ``images`` training images drawn at random (seed 0) and the whole val
+    split (split seed 0, as in the full case), so a data-size case is scored on the same validation images."""
+    yaml_path = out / "data.yaml"
+    if not yaml_path.is_file():
+        loaded = load_dataset(data, val_fraction=0.2, seed=0)
+        keep = sorted(np.random.default_rng(0).permutation(len(loaded.train))[:images])
+        partial = out.with_name(out.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        write_yolo_dataset(dataclasses.replace(loaded, train=[loaded.train[i] for i in keep]), partial)
+        partial.rename(out)  # write_yolo_dataset records the absolute root: rewrite it for the final folder
+        yaml_path.write_text(yaml_path.read_text().replace(str(partial.resolve()), str(out.resolve())))
+    return str(yaml_path)
+
+
 def quick_cases(out: Path) -> list[tuple[str, str]]:
     """Synthetic target domains with a small and a large shift (for a CI-sized run)."""
     cases = []
@@ -203,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--budgets", default=None, help="comma-separated epoch budgets (default: 30,100; --quick: 8)"
     )
+    parser.add_argument(
+        "--train-images", type=int, default=None,
+        help="data-size cases: train on this many images drawn at random (seed 0), same val split",
+    )  # fmt: skip
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
     parser.add_argument("--imgsz", type=int, default=320)
@@ -231,6 +255,14 @@ def main(argv: list[str] | None = None) -> int:
         weights = args.weights or str(shipped_weights())
     else:
         datasets = [(name, str(shared / DATASETS[name])) for name in args.datasets.split(",")]
+    if args.train_images:
+        datasets = [
+            (
+                f"{name}-n{args.train_images}",
+                training_subset(data, args.train_images, out / "subsets" / f"{name}-n{args.train_images}"),
+            )
+            for name, data in datasets
+        ]
     console = Console()
     cases = [
         run_case(name, data, weights, epochs, args, console) for epochs in budgets for name, data in datasets

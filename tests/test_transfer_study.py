@@ -69,3 +69,24 @@ def test_markdown_marks_the_best_and_lists_every_chooser(study):
     assert "| near e30 | 0.400 | 0.480 | **0.500** | 0.492 | freeze | 0.000 |" in rows[3]
     for chooser in study.summarise(CASES):
         assert any(row.startswith(f"| {chooser} | 2 |") for row in rows), chooser
+
+
+def test_training_subset_keeps_n_random_train_images_and_the_whole_val_split(study, tmp_path):
+    from yolo_transfer.data import load_dataset
+    from yolo_transfer.data.synthetic import make_domain
+
+    source = make_domain(tmp_path / "source", "target", n_images=30, imgsz=64)
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "source").rglob("*"))
+    subset = study.training_subset(str(source), 10, tmp_path / "study" / "subsets" / "source-n10")
+
+    whole, part = load_dataset(source), load_dataset(subset)
+    assert len(whole.train) == 24 and len(part.train) == 10
+    whole_train = {s.image.name for s in whole.train}
+    assert {s.image.name for s in part.train} < whole_train
+    assert sorted(s.image.name for s in part.val) == sorted(s.image.name for s in whole.val)
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "source").rglob("*")) == before
+    assert not list((tmp_path / "study" / "subsets").glob("*.partial"))
+    # made once: a second call (a resumed study) reuses the copy
+    marker = Path(subset).stat().st_mtime_ns
+    assert study.training_subset(str(source), 10, tmp_path / "study" / "subsets" / "source-n10") == subset
+    assert Path(subset).stat().st_mtime_ns == marker

@@ -36,6 +36,7 @@ class TrainConfig:
     workers: int | None = None  # None: chosen for the host's cores and the device (loading_plan.py)
     cache: bool | None = None  # decoded images in RAM; None: when they fit the memory budget
     val_every: int = 1  # validate every N epochs, and always when a phase or the run may end
+    compile: bool = False  # torch.compile the training forward (each phase compiles once, then runs faster)
     profile: bool = False  # time every step section exactly (synchronises CUDA after each; benchmarks)
     val_fraction: float = 0.2
     split_seed: int = 0  # seeds the val split made for data without one; independent of ``seed``
