@@ -351,3 +351,5 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     near = recommend(profile())
     assert near.strategy.rule == "otherwise"
     assert "raccoon" in near.strategy.source and "license_plates" in near.strategy.source
+    tiny = recommend(profile(images=50, **shift(LOW, LOW, LOW)))
+    assert tiny.strategy.rule.startswith("tiny data") and "raccoon-n50" in tiny.strategy.source

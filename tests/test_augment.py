@@ -105,6 +105,9 @@ def test_loader_is_deterministic_with_a_seed(tmp_path):
     with_workers, with_workers_again = run(7, workers=1), run(7, workers=1)
     for (ia, ta, _), (ib, tb, _) in zip(with_workers, with_workers_again, strict=True):
         assert torch.equal(ia, ib) and torch.equal(ta, tb)
+    # each worker draws its own augmentation stream (as in yolov5): another worker count, other batches
+    assert [paths for _, _, paths in with_workers] == [paths for _, _, paths in first]  # same data order
+    assert any(not torch.equal(a[0], b[0]) for a, b in zip(first, with_workers, strict=True))
 
 
 def test_ram_cache_gives_the_same_batches(tmp_path):

@@ -223,3 +223,20 @@ def test_compile_flag_reaches_train_and_compare_runs(tmp_path):
     assert not config_from_args(plain).compile
     compare = ["compare", "--data", "d.yaml", "--weights", "w.pt", "--compile"]
     assert train_options_from_args(build_parser().parse_args(compare))["compile"] is True
+
+
+def test_compile_without_a_cpu_compiler_is_one_line_before_any_work(tiny, tmp_path, monkeypatch, capsys):
+    from yolo_transfer.cli import main
+
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr("shutil.which", lambda name: None)  # no c++, g++ or clang++ on the PATH
+    out = tmp_path / "run"
+    train = ["train", "--data", str(tiny), "--imgsz", "64", "--epochs", "1", "--device", "cpu", "--compile"]
+    assert main([*train, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "--compile on the CPU needs a C++ compiler" in err
+    assert not out.exists()
+    compare = ["compare", "--data", str(tiny), "--weights", str(tiny), "--device", "cpu", "--compile"]
+    assert main([*compare, "--out", str(out)]) == 2 and not out.exists()
+    assert "needs a C++ compiler" in capsys.readouterr().err

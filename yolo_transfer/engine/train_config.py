@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,9 +75,20 @@ def check_config(config: TrainConfig, resume: bool) -> None:
         raise ConfigError(
             f"{config.out} already holds a run: continue it with --resume {config.out} or use another --out"
         )
-    select_device(config.device)
+    device = select_device(config.device)
     if config.tensorboard:
         check_tensorboard()
+    if config.compile and device.type == "cpu" and not cpp_compiler():
+        raise ConfigError(
+            "--compile on the CPU needs a C++ compiler for torch.compile (none found: set CXX or install g++ "
+            "or clang++), or train without --compile"
+        )
+
+
+def cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend (inductor) would call: $CXX, else c++/g++/clang++."""
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["c++", "g++", "clang++"]
+    return next((path for path in map(shutil.which, names) if path), None)
 
 
 def config_from_args(args) -> TrainConfig:
