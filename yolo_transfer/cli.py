@@ -64,11 +64,6 @@ def _add_common_train_args(p: argparse.ArgumentParser) -> None:
     cache.add_argument(
         "--no-cache", dest="cache", action="store_false", default=None, help="never cache decoded images"
     )
-    p.add_argument(
-        "--compile", action="store_true",
-        help="torch.compile the training forward and backward: each phase starts with a compile (a minute or "
-        "more), then steps run faster (benchmarks/train_throughput.py --compile measures it)",
-    )  # fmt: skip
     p.add_argument("--val-fraction", type=float, default=0.2, help="val split made when the data has none")
     p.add_argument(
         "--split-seed", type=int, default=0,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +36,6 @@ class TrainConfig:
     workers: int | None = None  # None: chosen for the host's cores and the device (loading_plan.py)
     cache: bool | None = None  # decoded images in RAM; None: when they fit the memory budget
     val_every: int = 1  # validate every N epochs, and always when a phase or the run may end
-    compile: bool = False  # torch.compile the training forward (each phase compiles once, then runs faster)
     profile: bool = False  # time every step section exactly (synchronises CUDA after each; benchmarks)
     val_fraction: float = 0.2
     split_seed: int = 0  # seeds the val split made for data without one; independent of ``seed``
@@ -75,20 +72,9 @@ def check_config(config: TrainConfig, resume: bool) -> None:
         raise ConfigError(
             f"{config.out} already holds a run: continue it with --resume {config.out} or use another --out"
         )
-    device = select_device(config.device)
+    select_device(config.device)
     if config.tensorboard:
         check_tensorboard()
-    if config.compile and device.type == "cpu" and not cpp_compiler():
-        raise ConfigError(
-            "--compile on the CPU needs a C++ compiler for torch.compile (none found: set CXX or install g++ "
-            "or clang++), or train without --compile"
-        )
-
-
-def cpp_compiler() -> str | None:
-    """The C++ compiler torch.compile's CPU backend (inductor) would call: $CXX, else c++/g++/clang++."""
-    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["c++", "g++", "clang++"]
-    return next((path for path in map(shutil.which, names) if path), None)
 
 
 def config_from_args(args) -> TrainConfig:

@@ -174,8 +174,6 @@ class Trainer:
         phase = self.strategy.phases[index]
         setup = apply_phase(self.model, phase)
         self.dist.wrap(self.model, setup.trainable, sync_bn=config.sync_bn)
-        if config.compile:  # the phase's trainable set is part of the compiled graph: one compile per phase
-            self.dist.net = torch.compile(self.dist.net)
         trainable, trainable_params, prefix = setup.trainable, setup.trainable_params, setup.prefix
         batch = progress.phase_batch or self._phase_batch(phase, prefix)
         hyp = phase_hyp(self.hyp, phase)
@@ -228,7 +226,6 @@ class Trainer:
             + (f", {frozen} frozen with BN {phase.bn}" if frozen else "")
             + f"; lr0 {active.lr0:g}, batch {active.batch}, up to {active.length} epochs, "
             f"{active.warmup} warmup iterations"
-            + ("; compiled (torch.compile), its first steps take longer" if self.config.compile else "")
         )
 
     def _resume_phase(self, active: ActivePhase, saved: tuple[dict, dict]) -> None:
