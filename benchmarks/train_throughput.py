@@ -11,7 +11,7 @@ official yolov5n weights, the real dawn_fog set, 320 px, batch 16, loader worker
 trainer chooses them. Usage::
 
     python benchmarks/train_throughput.py [--data DATA] [--weights W] [--imgsz 320] [--batch 16]
-        [--epochs 1] [--device cpu] [--iters 8] [--workers N] [--images N]
+        [--epochs 1] [--device cpu] [--iters 8] [--workers N] [--images N] [--compile]
 """
 
 from __future__ import annotations
