@@ -86,9 +86,9 @@ STUDY_NEAR = (
     "images) full 0.406, staged 0.389, freeze 0.350"
 )
 STUDY_TINY = (
-    f"{STUDY}: 50 training images, same val images - raccoon-n50 (shift 0.11) freeze 0.685, full 0.681, "
-    "staged 0.714; license_plates-n50 (0.19) freeze 0.453, full 0.447, staged 0.442; freeze level with full "
-    "in both for less compute, staged first once and last once (one seed, not separated)"
+    f"{STUDY}: 50 training images, same val images - raccoon-n50 (shift 0.11, seeds 0 and 1) staged 0.700, "
+    "full 0.693, freeze 0.691; license_plates-n50 (0.19, seed 0) freeze 0.453, full 0.447, staged 0.442; "
+    "freeze within a point of the best in both for less compute (none separated)"
 )
 MEASURED_TIME = "measured seconds per epoch on this device (advise: compute)"
 
