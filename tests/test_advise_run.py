@@ -53,9 +53,9 @@ def test_advise_refuses_an_output_folder_that_is_a_file_before_measuring(data, t
 
 def test_advise_shows_bars_for_images_measured_and_strategies_timed(data, monkeypatch):
     shown = []
-    make_bars = advise_package._measuring_bars
+    make_bars = advise_package.counting_bars
     monkeypatch.setattr(
-        advise_package, "_measuring_bars", lambda console: shown.append(make_bars(console)) or shown[-1]
+        advise_package, "counting_bars", lambda console: shown.append(make_bars(console)) or shown[-1]
     )
     advise(data, DEMO, imgsz=64, max_images=8, console=Console(force_terminal=True, quiet=True))
     (progress,) = shown

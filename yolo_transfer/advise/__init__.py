@@ -15,17 +15,10 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from yolo_transfer.advise.rules import NOTES, Profile, recommend
 from yolo_transfer.callable_module import ApiSubpackage
+from yolo_transfer.engine.train_progress import counting_bars
 from yolo_transfer.errors import ConfigError
 
 __all__ = ["advise", "advise_command", "recommend_strategy"]
@@ -79,7 +72,7 @@ def advise(
     loader = build_dataloader(sample, imgsz, BATCH, augment=False, hyp=load_hyp("none"))
     budget_s = parsed.max_seconds if parsed else None
     timed = compute or budget_s is not None
-    with _measuring_bars(console) as bars:
+    with counting_bars(console) as bars:
         measured = bars.add_task("images measured", total=len(sample))
         steps = bars.add_task("strategies timed (training steps)", total=None, visible=timed)
         probe = measure.shift_and_objectness(model, loader, device, lambda n: bars.advance(measured, n))
@@ -108,14 +101,6 @@ def advise(
         "notes": [note.render(profile) for note in NOTES if note.predicate(profile)],
         "seconds": seconds | {"total": time.perf_counter() - start},
     }
-
-
-def _measuring_bars(console: Console | None) -> Progress:
-    """Transient bars with ETA on ``console`` (none without one) for the measuring pass and the timing."""
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True, disable=console is None,
-    )  # fmt: skip
 
 
 def _time_strategies(model, dataset, imgsz: int, device: str, budget_s: float | None, on_step) -> dict:

@@ -15,14 +15,6 @@ import cv2
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from yolo_transfer.data.formats import IMAGE_SUFFIXES
 from yolo_transfer.data.letterbox import letterbox
@@ -31,6 +23,7 @@ from yolo_transfer.engine.device import select_device
 from yolo_transfer.engine.inference_size import inference_imgsz
 from yolo_transfer.engine.outputs import ensure_writable_dir, write_atomic, write_image
 from yolo_transfer.engine.postprocess import non_max_suppression, scale_boxes
+from yolo_transfer.engine.train_progress import counting_bars
 from yolo_transfer.errors import ConfigError, DataError
 from yolo_transfer.models import DetectionModel
 
@@ -145,18 +138,9 @@ def predict_command(args) -> int:
     model = model.fuse().to(select_device(args.device))
     out.mkdir(parents=True, exist_ok=True)
     results, taken = [], set()
-    progress = Progress(
-        TextColumn("predict"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=not has_folder,
-    )
+    progress = counting_bars(console, disable=not has_folder)
     with progress:
-        for path in progress.track(images):
+        for path in progress.track(images, description="predict"):
             image = cv2.imread(str(path))
             if image is None:
                 progress.console.print(f"skipped {path}: not a readable image", markup=False)

@@ -1,4 +1,5 @@
-"""The training bars: the whole run (epochs done / total, ETA from the measured epoch time) above the epoch.
+"""The training bars: the whole run (epochs done / total, ETA from the measured epoch time) above the epoch;
+and the plain counting bars of ``advise`` and ``predict``.
 
 The epoch bar's ETA is rich's estimate from the batches done so far; the run bar's is fixed at the start of
 each epoch from the run's mean epoch time (train + validation), see :func:`run_eta_seconds`.
@@ -51,3 +52,12 @@ def training_progress(
         elapsed=format_duration(wall_seconds), eta=format_duration(eta), loss="",
     )  # fmt: skip
     return progress
+
+
+def counting_bars(console: Console | None, disable: bool = False) -> Progress:
+    """Transient bars of counted work: description, bar, done/total, elapsed, ETA (none without a console)."""
+    return Progress(
+        TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True,
+        disable=disable or console is None,
+    )  # fmt: skip
