@@ -1,16 +1,18 @@
 """The transfer study: strategies against the yolov5 baseline on real datasets, and how good the advice is.
 
-For every case (a dataset x an epoch budget) it runs ``yolo-transfer compare`` with the strategies (the
-built-ins and ``yolov5-default``, the reference's own ``train.py`` defaults) into
-``OUT/<dataset>-e<epochs>/``, then ``yolo-transfer advise`` on the same data (``advise.json`` there, made anew
-each time). The table: each strategy's best mAP50-95 (mean over seeds), the best strategy, the advised one,
-the regret (best − advised) and the shift measurements; then, for the advisor and for the fixed rules peers
+For every case (a dataset x a budget) it runs ``yolo-transfer compare`` with the strategies (the
+built-ins and ``yolov5-default``, the reference's own ``train.py`` defaults) into ``OUT/<dataset>-e<epochs>/``
+(``-t<minutes>`` for a time budget, where each strategy trains the epochs that fit), then ``yolo-transfer
+advise`` on the same data with the same budget (``advise.json`` there, made anew each time). The table: each
+strategy's best mAP50-95 (mean over seeds), the best strategy, the advised one, the regret (best − advised)
+and the shift measurements; then, for the advisor and for the fixed rules peers
 document (always full fine-tuning, always the yolov5 defaults, the ultralytics fine-tuning guide's table), how
 often the choice is within 1 point of the best and the mean regret. Everything is resumable: a re-run skips
 finished runs and resumes unfinished ones. ``docs/advisor-study.md`` holds its results.
 
     .venv/bin/python benchmarks/transfer_study.py --shared ../shared --out runs/study     # hours on a CPU
     .venv/bin/python benchmarks/transfer_study.py --shared ../shared --datasets dawn_fog --budgets 30
+    .venv/bin/python benchmarks/transfer_study.py --shared ../shared --budgets time=1   # compute-bound cases
     .venv/bin/python benchmarks/transfer_study.py --quick --out runs/study-quick          # minutes
 """
 
@@ -30,12 +32,13 @@ from rich.table import Table
 
 from yolo_transfer.advise import advise
 from yolo_transfer.advise.rules import HIGH_SHIFT, LARGE_DATA_IMAGES
-from yolo_transfer.compare import compare, parse_budget
+from yolo_transfer.compare import compare
 from yolo_transfer.compare.demo import shipped_weights
 from yolo_transfer.compare.results import aggregate, read_run
 from yolo_transfer.data import load_dataset
 from yolo_transfer.data.convert import write_yolo_dataset
 from yolo_transfer.data.synthetic import make_domain
+from yolo_transfer.engine.budget import Budget, parse_budget
 
 DATASETS = {  # name -> data path under --shared
     "raccoon": "data/raccoon",
@@ -65,9 +68,20 @@ FIXED_RULES = {
 }
 
 
-def run_case(name: str, data: str, weights: str, epochs: int, args, console: Console) -> dict:
+def parse_study_budget(text: str) -> Budget:
+    """A bare number is an epoch budget (``30``); otherwise a ``--budget`` string (``time=1``)."""
+    return parse_budget(f"epochs={text}" if text.isdigit() else text)
+
+
+def case_label(name: str, budget: Budget) -> str:
+    """``raccoon e30``, ``raccoon t1`` (minutes) or ``raccoon i5000`` (training images)."""
+    return f"{name} {budget.kind[0]}{budget.value:g}"
+
+
+def run_case(name: str, data: str, weights: str, budget: Budget, args, console: Console) -> dict:
     """One dataset x budget: the comparison, the advice, and the numbers the table needs."""
-    out = Path(args.out) / f"{name}-e{epochs}"
+    label = case_label(name, budget)
+    out = Path(args.out) / label.replace(" ", "-")
     options = {
         "imgsz": args.imgsz, "batch": args.batch, "hyp": "low", "optimizer": "SGD", "lr0": None,
         "cos_lr": False, "patience": 100, "device": args.device, "workers": args.workers, "cache": True,
@@ -83,14 +97,12 @@ def run_case(name: str, data: str, weights: str, epochs: int, args, console: Con
         aggregate_table = aggregate(runs, args.strategies)
     else:
         results = compare(
-            data, weights, args.strategies, parse_budget(f"epochs={epochs}"), args.seeds, out,
+            data, weights, args.strategies, budget, args.seeds, out,
             jobs=args.jobs, train_options=options, console=console,
         )  # fmt: skip
         aggregate_table = results["aggregate"]
-    # the measurements are quick without timing (the budget is in epochs); the advice follows today's rules
-    advice = advise(
-        data, weights, imgsz=args.imgsz, budget=f"epochs={epochs}", device=args.device, compute=False
-    )
+    # without a time budget the measurements skip the timed steps; the advice follows today's rules
+    advice = advise(data, weights, imgsz=args.imgsz, budget=str(budget), device=args.device, compute=False)
     (out / "advise.json").write_text(json.dumps(advice, indent=2))
     scores = {
         strategy: row["best_map50_95"]["mean"]
@@ -98,8 +110,10 @@ def run_case(name: str, data: str, weights: str, epochs: int, args, console: Con
         if row["best_map50_95"]["mean"] is not None
     }
     return {
-        "case": f"{name} e{epochs}",
+        "case": label,
+        "budget": str(budget),
         "scores": scores,
+        "epochs": planned_epochs(out, args.strategies, args.seeds),
         "advised": advice["recommendation"]["strategy"],
         "profile": {
             "images": advice["scale"]["images"],
@@ -108,6 +122,13 @@ def run_case(name: str, data: str, weights: str, epochs: int, args, console: Con
             "shift": {key: advice["shift"][key] for key in ("early", "middle", "late", "overall")},
         },
     }
+
+
+def planned_epochs(out: Path, strategies: list[str], seeds: list[int]) -> dict[str, int]:
+    """Each strategy's schedule length as ``compare`` planned it (seed ``seeds[0]``; the same for every seed
+    under an epoch budget, measured per run under a time budget)."""
+    plans = {s: out / "runs" / f"{s}-s{seeds[0]}" / "plan.json" for s in strategies}
+    return {s: json.loads(path.read_text())["epochs"] for s, path in plans.items() if path.is_file()}
 
 
 def regret(case: dict, choice: str) -> float | None:
@@ -170,7 +191,10 @@ def markdown(cases: list[dict], summary: dict, strategies: list[str]) -> str:
         for strategy in strategies:
             value = scores.get(strategy)
             text = "-" if value is None else f"{value:.3f}"
-            cells.append(f"**{text}**" if strategy == best else text)
+            text = f"**{text}**" if strategy == best else text
+            if value is not None and case.get("budget", "").startswith("time"):  # epochs that fitted
+                text += f" ({case['epochs'][strategy]} ep)"
+            cells.append(text)
         shift, advised = case["profile"]["shift"], case["advised"]
         advised_regret = regret(case, advised)
         lines.append(
@@ -221,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default=None, help="default: SHARED/weights/yolov5n.pt")
     parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated names")
     parser.add_argument(
-        "--budgets", default=None, help="comma-separated epoch budgets (default: 30,100; --quick: 8)"
+        "--budgets",
+        default=None,
+        help="comma-separated budgets: epochs (30) or --budget strings (time=1, minutes) "
+        "(default: 30,100; --quick: 8)",
     )
     parser.add_argument(
         "--train-images", type=int, default=None,
@@ -249,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     shared = Path(args.shared)
     weights = args.weights or str(shared / "weights" / "yolov5n.pt")
-    budgets = [int(b) for b in (args.budgets or ("8" if args.quick else "30,100")).split(",")]
+    budgets = [parse_study_budget(b) for b in (args.budgets or ("8" if args.quick else "30,100")).split(",")]
     if args.quick:
         args.imgsz, datasets = 128, quick_cases(out)
         weights = args.weights or str(shipped_weights())
@@ -265,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
     console = Console()
     cases = [
-        run_case(name, data, weights, epochs, args, console) for epochs in budgets for name, data in datasets
+        run_case(name, data, weights, budget, args, console) for budget in budgets for name, data in datasets
     ]
     summary = summarise(cases)
     (out / "study.json").write_text(json.dumps({"cases": cases, "summary": summary}, indent=2))

@@ -311,6 +311,7 @@ def test_shift_orders_coco8_raccoon_bccd(official_weights: Path) -> None:
 
 def test_advise_json_output(official_weights: Path, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     from yolo_transfer.cli import build_parser, main
+    from yolo_transfer.engine.cost import PLANNED_SHARE
     from yolo_transfer.strategies import list_strategies
 
     data = shared_path("data", "coco8", "coco8.yaml")
@@ -324,9 +325,10 @@ def test_advise_json_output(official_weights: Path, capsys: pytest.CaptureFixtur
     assert result["labels"]["fraction"] == 1.0  # coco8 uses the checkpoint's own 80 names
     assert set(result["compute"]["strategies"]) == set(list_strategies())
     assert result["compute"]["budget_s"] == 60
+    planned_s = 60 * PLANNED_SHARE  # the share of the budget a schedule is planned to fill
     for name in ("full", "freeze", "yolov5-default"):  # one phase: the epochs that fit are budget // epoch
         entry = result["compute"]["strategies"][name]
-        assert entry["epochs_fit"] == min(int(60 // entry["epoch_s"]), 1000)
+        assert entry["epochs_fit"] == min(int(planned_s // entry["epoch_s"]), 1000)
     rec = result["recommendation"]
     assert rec["strategy"] in list_strategies()
     assert set(rec["reasons"]) == set(rules.FIELDS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import sys
 from pathlib import Path
 
 import cv2
@@ -108,6 +110,24 @@ def test_loader_is_deterministic_with_a_seed(tmp_path):
     # each worker draws its own augmentation stream (as in yolov5): another worker count, other batches
     assert [paths for _, _, paths in with_workers] == [paths for _, _, paths in first]  # same data order
     assert any(not torch.equal(a[0], b[0]) for a, b in zip(first, with_workers, strict=True))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="loader workers are forked on Linux only")
+def test_loader_workers_are_forked_whatever_the_process_default_with_the_same_batches(tmp_path):
+    samples = _write_samples(tmp_path / "imgs", 8)
+    hyp = load_hyp("low")
+    loader = lambda: build_dataloader(  # noqa: E731
+        samples, 128, 4, augment=True, hyp=hyp, shuffle=True, seed=3, workers=1
+    )
+    assert build_dataloader(samples, 128, 4, augment=True, hyp=hyp).multiprocessing_context is None
+    forking = loader()
+    assert forking.multiprocessing_context.get_start_method() == "fork"  # also where compare spawned the run
+    forked = [(images, targets) for images, targets, _, _ in forking]
+    spawning = loader()
+    spawning.multiprocessing_context = multiprocessing.get_context("spawn")  # what a spawned run used to do
+    spawned = [(images, targets) for images, targets, _, _ in spawning]
+    for (ia, ta), (ib, tb) in zip(forked, spawned, strict=True):
+        assert torch.equal(ia, ib) and torch.equal(ta, tb)
 
 
 def test_ram_cache_gives_the_same_batches(tmp_path):

@@ -9,7 +9,7 @@ from yolo_transfer.cli import main
 from yolo_transfer.data import load_dataset, load_hyp
 from yolo_transfer.data.synthetic import make_domain
 from yolo_transfer.engine.budget import epochs_within, parse_budget, schedule_seconds
-from yolo_transfer.engine.cost import measure_costs
+from yolo_transfer.engine.cost import CostModel, measure_costs
 from yolo_transfer.models import build_model, save_model
 from yolo_transfer.strategies import Phase, Strategy
 from yolo_transfer.strategies.phase import resolve_phase_lengths
@@ -54,21 +54,68 @@ def test_measured_costs_follow_the_phases_and_leave_the_model_alone(tiny):
     assert costs.step_s[(24,)] < costs.step_s[tuple(range(25))]  # the head alone is cheaper
     assert costs.load_s > 0 and costs.val_s > 0 and (costs.n_train, costs.n_val) == (24, 6)
     frozen, full = costs.strategy_epoch_seconds(strategy, model)
-    assert frozen == pytest.approx(24 * (costs.step_s[(24,)] + costs.load_s) + 6 * costs.val_s)
+    assert costs.checkpoint_s > 0
+    assert frozen == pytest.approx(
+        24 * (costs.step_s[(24,)] + costs.load_s) + 6 * costs.val_s + costs.checkpoint_s
+    )
     assert frozen < full
     assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
     assert all(p.requires_grad for p in model.parameters())
 
 
-def test_a_one_minute_budget_ends_within_fifteen_percent(tiny, tmp_path):
+def test_costs_are_timed_with_the_threads_the_trainer_leaves_to_torch(tiny, monkeypatch):
+    data = load_dataset(tiny)
+    model = build_model("yolov5n", nc=len(data.names))
+    strategy = resolve_phase_lengths(TWO_PHASES, 10)
+    monkeypatch.setattr("yolo_transfer.engine.loading_plan.available_cores", lambda: 2)
+    seen = []
+    monkeypatch.setattr(
+        "yolo_transfer.engine.cost._validation_seconds",
+        lambda *a: seen.append(torch.get_num_threads()) or 1.0,
+    )
+    before = torch.get_num_threads()
+    options = {"imgsz": 128, "batch": 8, "hyp": load_hyp("low"), "device": "cpu", "repeats": 1}
+    one_worker = measure_costs(model, [strategy], data, workers=1, **options)
+    no_worker = measure_costs(model, [strategy], data, workers=0, **options)
+    assert (one_worker.workers, one_worker.threads) == (1, 1)  # 2 cores: one loads, one computes
+    assert (no_worker.workers, no_worker.threads) == (0, min(2, before))
+    assert seen == [1, min(2, before)] and torch.get_num_threads() == before
+
+
+def test_workers_load_beside_the_step_and_no_workers_load_between_steps():
+    costs = {"n_train": 10, "n_val": 5, "load_s": 0.03, "val_s": 0.1, "step_s": {(0,): 0.02, (0, 1): 0.05}}
+    serial, two_workers = CostModel(**costs, workers=0), CostModel(**costs, workers=2)
+    assert serial.train_image_seconds([0]) == pytest.approx(0.05)
+    assert two_workers.train_image_seconds([0]) == pytest.approx(0.02)  # the step is slower
+    assert two_workers.train_image_seconds([0, 1]) == pytest.approx(0.05)
+    assert CostModel(**costs, workers=1).train_image_seconds([0]) == pytest.approx(0.03)  # loading is slower
+    assert serial.phase_epoch_seconds([0, 1]) == pytest.approx(10 * 0.08 + 5 * 0.1)
+    assert CostModel(**costs, checkpoint_s=0.5).phase_epoch_seconds([0]) == pytest.approx(
+        10 * 0.05 + 0.5 + 0.5
+    )
+
+
+@pytest.fixture(scope="module")
+def second_epochs(tmp_path_factory):
+    """A set whose epochs take about a second, as a real set's take seconds or more."""
+    root = tmp_path_factory.mktemp("cost-second")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("YOLO_TRANSFER_CACHE", str(root / "cache"))
+        yield make_domain(root / "data", "target", n_images=120, imgsz=128, seed=4)
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_a_one_minute_budget_ends_within_fifteen_percent_with_its_schedule_complete(
+    second_epochs, tmp_path, workers
+):
     root = tmp_path
     weights = root / "w.safetensors"
-    names = load_dataset(tiny).names
+    names = load_dataset(second_epochs).names
     save_model(build_model("yolov5n", nc=len(names), names=names), weights, {})
     out = root / "cmp"
     code = main(
-        ["compare", "--data", str(tiny), "--weights", str(weights), "--strategies", "full",
-         "--budget", "time=1", "--imgsz", "128", "--batch", "8", "--workers", "0", "--device", "cpu",
+        ["compare", "--data", str(second_epochs), "--weights", str(weights), "--strategies", "full",
+         "--budget", "time=1", "--imgsz", "128", "--batch", "8", "--workers", workers, "--device", "cpu",
          "--out", str(out)]
     )  # fmt: skip
     assert code == 0
@@ -77,3 +124,5 @@ def test_a_one_minute_budget_ends_within_fifteen_percent(tiny, tmp_path):
     assert plan["epochs"] >= 2 and plan["probe"]["epoch_seconds_estimate"] > 0
     assert run["wall_seconds"] <= 60 * 1.15, run["wall_seconds"]
     assert run["wall_seconds"] >= 60 * 0.5, run["wall_seconds"]  # the schedule used the budget
+    summary = json.loads((out / "runs" / "full-s0" / "summary.json").read_text())
+    assert summary["end_reason"] == "completed" and summary["epochs"] == plan["epochs"]  # the LR ran down

@@ -90,3 +90,24 @@ def test_training_subset_keeps_n_random_train_images_and_the_whole_val_split(stu
     marker = Path(subset).stat().st_mtime_ns
     assert study.training_subset(str(source), 10, tmp_path / "study" / "subsets" / "source-n10") == subset
     assert Path(subset).stat().st_mtime_ns == marker
+
+
+def test_study_budgets_are_epochs_by_default_or_budget_strings(study):
+    assert str(study.parse_study_budget("30")) == "epochs=30"
+    assert str(study.parse_study_budget("time=1.5")) == "time=1.5"
+    assert study.case_label("raccoon", study.parse_study_budget("30")) == "raccoon e30"
+    assert study.case_label("raccoon", study.parse_study_budget("time=1")) == "raccoon t1"
+    with pytest.raises(Exception, match="expected epochs=N"):
+        study.parse_study_budget("minutes=3")
+
+
+def test_a_time_case_shows_the_epochs_each_strategy_fitted(study, tmp_path):
+    timed = case("near t1", {"full": 0.40, "freeze": 0.45}, "freeze", 0.1)
+    timed |= {"budget": "time=1", "epochs": {"full": 5, "freeze": 9}}
+    row = study.markdown([timed], study.summarise([timed]), ["full", "freeze"]).splitlines()[2]
+    assert row.startswith("| near t1 | 0.400 (5 ep) | **0.450** (9 ep) | freeze |")
+    for strategy, epochs in (("full", 5), ("freeze", 9)):
+        run = tmp_path / "runs" / f"{strategy}-s0"
+        run.mkdir(parents=True)
+        (run / "plan.json").write_text(f'{{"epochs": {epochs}}}')
+    assert study.planned_epochs(tmp_path, ["full", "freeze", "staged"], [0]) == {"full": 5, "freeze": 9}

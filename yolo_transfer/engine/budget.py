@@ -2,9 +2,9 @@
 
 The trainer needs an epoch count for its LR schedule in every case. For ``epochs`` it is the budget itself;
 for ``images`` it is ``ceil(K / train images)`` and the trainer stops after exactly K images
-(``max_images``). For ``time`` the schedule gets the most epochs whose estimated seconds (engine/cost.py) fit
-in the budget, so the LR decays to its end just as the time runs out; ``max_seconds`` stops the run if the
-estimate was short.
+(``max_images``). For ``time`` the schedule gets the most epochs whose estimated seconds (engine/cost.py) fill
+90% of the budget, so the LR decays to its end before the time runs out; ``max_seconds`` stops the run if
+the estimate was short.
 """
 
 from __future__ import annotations

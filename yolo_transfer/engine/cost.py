@@ -1,33 +1,48 @@
 """One cost model for time budgets, advice and benchmarks: seconds per epoch of each phase on this device.
 
-An epoch of a phase costs ``train images x (training step + data loading) + val images x evaluation``
-seconds. The training step is timed the way the trainer runs it: the phase set up by ``apply_phase`` (frozen
-modules, their BatchNorm policy, the no-grad prefix), forward, loss, backward and an optimizer step over the
-trainable parameters, on a real augmented batch of the data; loading and the evaluation forward are timed on
-the same data. Every time is the median of a few repeats after a warm-up, the phases' steps interleaved, so
-a disturbance in either direction moves it little and hits every phase alike. ``compare --budget time=``
-(engine/budget.py), ``advise`` and benchmarks/strategy_cost.py all measure through :func:`measure_costs`.
+An epoch of a phase costs ``train images x per-image training time + val images x validation + checkpoint
+writes`` seconds. The
+training step is timed the way the trainer runs it: with the torch threads its loading plan leaves for
+compute (engine/loading_plan.py: on a CPU the loader workers take cores away from torch), the phase set up by
+``apply_phase`` (frozen modules, their BatchNorm policy, the no-grad prefix), forward, loss, backward and an
+optimizer step over the trainable parameters, on a real augmented batch of the data. Loading is timed in one
+process: without workers the trainer waits for it after every step (the times add up); with workers it runs
+beside the step (the slower of the step and the workers' share sets the pace). Validation is the trainer's
+own (forward, loss, NMS, metrics) on a sample of the val images; the checkpoint writes are the trainer's best,
+last and resume-state files. Every time is the median of a few repeats after a warm-up, the phases' steps
+interleaved, so a disturbance in either direction moves it little and hits every phase alike. ``compare
+--budget time=`` (engine/budget.py), ``advise`` and benchmarks/strategy_cost.py all measure through
+:func:`measure_costs`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import statistics
+import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from yolo_transfer.data import build_dataloader
 from yolo_transfer.engine.budget import epochs_within, schedule_seconds
+from yolo_transfer.engine.evaluate import evaluate
+from yolo_transfer.engine.loading_plan import LoadingPlan, plan_loading
 from yolo_transfer.engine.loss import ComputeLoss, scale_loss_gains
 from yolo_transfer.engine.optim import build_optimizer
+from yolo_transfer.engine.run_state import with_prefix, write_state
+from yolo_transfer.models.checkpoint import save_model
 from yolo_transfer.strategies import Phase, Strategy, load_strategy
 from yolo_transfer.strategies.trainable import apply_phase, resolve_modules
 
 NOMINAL_EPOCHS = 100  # phase fractions are resolved against this many epochs to weigh their costs
+VAL_SAMPLE_IMAGES = 32  # validation is timed on at most this many val images
+PLANNED_SHARE = 0.9  # a time budget's schedule is planned to fill this share of it
 
 
 @dataclass
@@ -37,20 +52,33 @@ class CostModel:
     n_train: int
     n_val: int
     load_s: float  # the augmenting loader, per image, in one process
-    val_s: float  # the evaluation forward, per image
+    val_s: float  # validation (forward, loss, NMS, metrics) per image
     step_s: dict[tuple[int, ...], float]  # a training step per image, by trainable module set
+    checkpoint_s: float = 0.0  # an epoch's checkpoint writes: best and last weights, the resume state
+    workers: int = 0  # loader workers: 0 loads between steps, more load beside them
+    threads: int = 1  # the torch threads the steps were timed with (the trainer's)
+
+    def train_image_seconds(self, trainable: Iterable[int]) -> float:
+        """Seconds per training image of a phase, loading included."""
+        step = self.step_s[tuple(trainable)]
+        return max(step, self.load_s / self.workers) if self.workers else step + self.load_s
 
     def phase_epoch_seconds(self, trainable: Iterable[int]) -> float:
-        return self.n_train * (self.step_s[tuple(trainable)] + self.load_s) + self.n_val * self.val_s
+        return (
+            self.n_train * self.train_image_seconds(trainable) + self.n_val * self.val_s + self.checkpoint_s
+        )
 
     def strategy_epoch_seconds(self, strategy: Strategy, model: nn.Module) -> list[float]:
         """Seconds per epoch of every phase of ``strategy``."""
         return [self.phase_epoch_seconds(_trainable(model, phase)) for phase in strategy.phases]
 
     def epochs_within(self, strategy: str, model: nn.Module, seconds: float) -> int:
-        """The longest schedule of ``strategy`` (a name or YAML path) that fits in ``seconds``."""
+        """The longest schedule of ``strategy`` (a name or YAML path) whose estimate fills ``PLANNED_SHARE``
+        of ``seconds``: the rest is for what the estimate leaves out (start-up, per-epoch bookkeeping, noise),
+        so the schedule ends, its LR run down, before the budget stops the run."""
         phase_s = self.strategy_epoch_seconds(load_strategy(strategy, epochs=NOMINAL_EPOCHS), model)
-        return epochs_within(lambda epochs: load_strategy(strategy, epochs=epochs), phase_s, seconds)
+        resolve = lambda epochs: load_strategy(strategy, epochs=epochs)  # noqa: E731
+        return epochs_within(resolve, phase_s, seconds * PLANNED_SHARE)
 
     def mean_epoch_seconds(self, strategy: str, model: nn.Module) -> float:
         """Seconds per epoch of ``strategy`` averaged over a nominal schedule (phases by their share)."""
@@ -61,7 +89,8 @@ class CostModel:
     def to_dict(self) -> dict:
         return {
             "n_train": self.n_train, "n_val": self.n_val, "loader_s_per_image": self.load_s,
-            "val_s_per_image": self.val_s,
+            "val_s_per_image": self.val_s, "checkpoint_s": self.checkpoint_s, "workers": self.workers,
+            "threads": self.threads,
             "train_s_per_image": {",".join(map(str, k)): v for k, v in self.step_s.items()},
         }  # fmt: skip
 
@@ -75,14 +104,44 @@ def measure_costs(
     batch: int,
     hyp: dict,
     device: torch.device | str,
+    workers: int | None = None,
     repeats: int = 3,
     on_step: Callable[[int, int], None] | None = None,
 ) -> CostModel:
-    """Time every distinct trainable set of ``strategies``' phases on ``data`` (a LoadedDataset).
+    """Time every distinct trainable set of ``strategies``' phases on ``data`` (a LoadedDataset), as the
+    trainer with ``workers`` loader workers (None: its automatic choice) would run them.
 
     ``model`` is not changed: the steps run on a copy. ``on_step(done, total)`` follows the timed steps.
     """
     device = torch.device(device)
+    plan = plan_loading(data.train + data.val, imgsz, device, workers, cache=False)
+    with torch_threads(plan.threads):
+        return _measure(model, strategies, data, imgsz, batch, hyp, device, plan, repeats, on_step)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` torch threads, then restore the count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure(
+    model: nn.Module,
+    strategies: Iterable[Strategy],
+    data,
+    imgsz: int,
+    batch: int,
+    hyp: dict,
+    device: torch.device,
+    plan: LoadingPlan,
+    repeats: int,
+    on_step: Callable[[int, int], None] | None,
+) -> CostModel:
     model = copy.deepcopy(model).to(device)
     loader = build_dataloader(data.train, imgsz, batch, augment=True, hyp=hyp, shuffle=True, workers=0)
     load_s, (images, targets) = _loader_seconds(loader, repeats)
@@ -104,7 +163,15 @@ def measure_costs(
             if on_step is not None:
                 on_step(repeat * len(steps) + index + 1, total)
     step_s = {trainable: statistics.median(values) for trainable, values in times.items()}
-    return CostModel(len(data.train), len(data.val), load_s, _eval_seconds(model, images, repeats), step_s)
+    val_loader = build_dataloader(
+        data.val[:VAL_SAMPLE_IMAGES], imgsz, batch * 2, augment=False, hyp=hyp, rect=True, pad=0.5,
+        workers=plan.workers,
+    )  # fmt: skip
+    val_s = _validation_seconds(model, val_loader, data.names, compute_loss)
+    checkpoint_s = _checkpoint_seconds(model)
+    return CostModel(
+        len(data.train), len(data.val), load_s, val_s, step_s, checkpoint_s, plan.workers, plan.threads
+    )
 
 
 def _trainable(model: nn.Module, phase: Phase) -> list[int]:
@@ -138,10 +205,26 @@ def _training_step(model, phase: Phase, images, targets, compute_loss) -> Callab
     return step
 
 
-@torch.no_grad()
-def _eval_seconds(model: nn.Module, images: torch.Tensor, repeats: int) -> float:
-    model.eval()
-    return _median_seconds(lambda: model(images), repeats) / len(images)
+def _validation_seconds(model: nn.Module, loader, names: list[str], compute_loss) -> float:
+    """Seconds per image of the trainer's validation (engine/evaluate.py), timed on the loader's images after
+    a warm-up pass; its fixed costs (metrics, loader start) are spread over them, erring long."""
+    validate = lambda: evaluate(model, loader, names, compute_loss=compute_loss)  # noqa: E731
+    return _median_seconds(validate, repeats=1) / max(len(loader.dataset), 1)
+
+
+def _checkpoint_seconds(model: nn.Module) -> float:
+    """Seconds of an epoch's writes as the trainer makes them: best and last weights, and a resume state
+    holding the model, its EMA, the gradients and the optimizer's buffers."""
+    state = model.state_dict()
+    tensors = with_prefix("model.", state) | with_prefix("ema.", {k: v.clone() for k, v in state.items()})
+    for kind in ("grad", "momentum"):  # the gradients and, as large, SGD's momentum buffers
+        tensors |= {f"{kind}.{name}": torch.zeros_like(p) for name, p in model.named_parameters()}
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        for name in ("best", "last"):
+            save_model(model, Path(folder) / f"{name}.safetensors", {})
+        write_state(Path(folder), tensors, {})
+        return time.perf_counter() - start
 
 
 def _loader_seconds(loader, repeats: int) -> tuple[float, tuple[torch.Tensor, torch.Tensor]]:
@@ -172,6 +255,7 @@ def epochs_for_time(
     batch: int,
     hyp: str | dict,
     device: str,
+    workers: int | None,
     val_fraction: float,
     split_seed: int,
 ) -> tuple[int, dict]:
@@ -183,7 +267,14 @@ def epochs_for_time(
     model, _ = load_model(weights, nc=len(dataset.names), names=dataset.names)
     resolved = load_strategy(strategy, epochs=NOMINAL_EPOCHS)
     costs = measure_costs(
-        model, [resolved], dataset, imgsz=imgsz, batch=batch, hyp=load_hyp(hyp), device=device
+        model,
+        [resolved],
+        dataset,
+        imgsz=imgsz,
+        batch=batch,
+        hyp=load_hyp(hyp),
+        device=device,
+        workers=workers,
     )
     epochs = max(1, costs.epochs_within(strategy, model, seconds))
     estimate = costs.mean_epoch_seconds(strategy, model)

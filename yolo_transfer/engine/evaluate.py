@@ -37,6 +37,7 @@ from yolo_transfer.errors import ConfigError, DataError
 PR_CURVE_PNG = "pr_curve.png"
 F1_CURVE_PNG = "f1_curve.png"
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"
+VAL_CONF, VAL_IOU = 0.001, 0.6  # validation's NMS thresholds (yolov5 val.py)
 
 
 @torch.no_grad()
@@ -45,8 +46,8 @@ def evaluate(
     loader,
     names: list[str],
     *,
-    conf: float = 0.001,
-    iou: float = 0.6,
+    conf: float = VAL_CONF,
+    iou: float = VAL_IOU,
     max_det: int = 300,
     device: str | torch.device = "cpu",
     compute_loss=None,
