@@ -30,7 +30,7 @@ from yolo_transfer.engine.budget import Budget, epochs_for_images
 from yolo_transfer.engine.outputs import run_lock, write_atomic
 from yolo_transfer.errors import ConfigError, YoloTransferError
 
-TIME_PROBE_OPTIONS = ("imgsz", "batch", "hyp", "device", "workers", "val_fraction", "split_seed")
+TIME_PROBE_OPTIONS = ("imgsz", "batch", "hyp", "device", "workers", "cache", "val_fraction", "split_seed")
 
 
 @dataclass(frozen=True)

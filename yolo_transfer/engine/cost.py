@@ -3,10 +3,10 @@
 An epoch of a phase costs ``train images x per-image training time + val images x validation + checkpoint
 writes`` seconds. The
 training step is timed the way the trainer runs it: with the torch threads its loading plan leaves for
-compute (engine/loading_plan.py: on a CPU the loader workers take cores away from torch), the phase set up by
-``apply_phase`` (frozen modules, their BatchNorm policy, the no-grad prefix), forward, loss, backward and an
-optimizer step over the trainable parameters, on a real augmented batch of the data. Loading is timed in one
-process: without workers the trainer waits for it after every step (the times add up); with workers it runs
+compute (engine/loading_plan.py: on a CPU the loader workers take cores away from torch), in its memory
+format, the phase set up by ``apply_phase`` (frozen modules, their BatchNorm policy, the no-grad prefix, run
+BN-folded), forward, loss, backward, clipping, an optimizer step and the EMA update, on a real augmented batch
+of the data. Loading is timed in one process, from the RAM cache when the trainer would cache: without workers the trainer waits for it after every step (the times add up); with workers it runs
 beside the step (the slower of the step and the workers' share sets the pace). Validation is the trainer's
 own (forward, loss, NMS, metrics) on a sample of the val images; the checkpoint writes are the trainer's best,
 last and resume-state files. Every time is the median of a few repeats after a warm-up, the phases' steps
@@ -31,16 +31,20 @@ from torch import nn
 
 from yolo_transfer.data import build_dataloader
 from yolo_transfer.engine.budget import epochs_within, schedule_seconds
+from yolo_transfer.engine.device import training_memory_format
+from yolo_transfer.engine.ema import ModelEMA
 from yolo_transfer.engine.evaluate import evaluate
+from yolo_transfer.engine.fused_frozen import fused_prefix
 from yolo_transfer.engine.loading_plan import LoadingPlan, plan_loading
 from yolo_transfer.engine.loss import ComputeLoss, scale_loss_gains
-from yolo_transfer.engine.optim import build_optimizer
+from yolo_transfer.engine.optim import GRAD_CLIP_NORM, build_optimizer
 from yolo_transfer.engine.run_state import with_prefix, write_state
 from yolo_transfer.models.checkpoint import save_model
 from yolo_transfer.strategies import Phase, Strategy, load_strategy
 from yolo_transfer.strategies.trainable import apply_phase, resolve_modules
 
 NOMINAL_EPOCHS = 100  # phase fractions are resolved against this many epochs to weigh their costs
+LOADER_SAMPLE_IMAGES = 64  # loading is timed on at most this many training images
 VAL_SAMPLE_IMAGES = 32  # validation is timed on at most this many val images
 PLANNED_SHARE = 0.9  # a time budget's schedule is planned to fill this share of it
 
@@ -105,16 +109,18 @@ def measure_costs(
     hyp: dict,
     device: torch.device | str,
     workers: int | None = None,
+    cache: bool | None = None,
     repeats: int = 3,
     on_step: Callable[[int, int], None] | None = None,
 ) -> CostModel:
     """Time every distinct trainable set of ``strategies``' phases on ``data`` (a LoadedDataset), as the
-    trainer with ``workers`` loader workers (None: its automatic choice) would run them.
+    trainer with ``workers`` loader workers and the RAM image ``cache`` (None: its automatic choices) would
+    run them.
 
     ``model`` is not changed: the steps run on a copy. ``on_step(done, total)`` follows the timed steps.
     """
     device = torch.device(device)
-    plan = plan_loading(data.train + data.val, imgsz, device, workers, cache=False)
+    plan = plan_loading(data.train + data.val, imgsz, device, workers, cache)
     with torch_threads(plan.threads):
         return _measure(model, strategies, data, imgsz, batch, hyp, device, plan, repeats, on_step)
 
@@ -142,15 +148,21 @@ def _measure(
     repeats: int,
     on_step: Callable[[int, int], None] | None,
 ) -> CostModel:
-    model = copy.deepcopy(model).to(device)
-    loader = build_dataloader(data.train, imgsz, batch, augment=True, hyp=hyp, shuffle=True, workers=0)
+    memory_format = training_memory_format(device)
+    model = copy.deepcopy(model).to(device, memory_format=memory_format)
+    loader = build_dataloader(  # in this process; a sample of the images, cached when the trainer caches
+        data.train[:LOADER_SAMPLE_IMAGES], imgsz, batch, augment=True, hyp=hyp, shuffle=True,
+        cache_ram=plan.cache,
+    )  # fmt: skip
     load_s, (images, targets) = _loader_seconds(loader, repeats)
-    images, targets = images.to(device).float() / 255, targets.to(device)
+    images = (images.to(device).float() / 255).contiguous(memory_format=memory_format)
+    targets = targets.to(device)
     detect = model.detect
     compute_loss = ComputeLoss(model, scale_loss_gains(hyp, detect.nl, detect.nc, imgsz))
     phases = {tuple(_trainable(model, phase)): phase for strategy in strategies for phase in strategy.phases}
+    ema = ModelEMA(model)
     steps = {
-        trainable: _training_step(model, phase, images, targets, compute_loss)
+        trainable: _training_step(model, phase, images, targets, compute_loss, ema, memory_format)
         for trainable, phase in phases.items()
     }
     times: dict[tuple[int, ...], list[float]] = {trainable: [] for trainable in steps}
@@ -165,7 +177,7 @@ def _measure(
     step_s = {trainable: statistics.median(values) for trainable, values in times.items()}
     val_loader = build_dataloader(
         data.val[:VAL_SAMPLE_IMAGES], imgsz, batch * 2, augment=False, hyp=hyp, rect=True, pad=0.5,
-        workers=plan.workers,
+        workers=plan.workers, cache_ram=plan.cache,
     )  # fmt: skip
     val_s = _validation_seconds(model, val_loader, data.names, compute_loss)
     checkpoint_s = _checkpoint_seconds(model)
@@ -188,18 +200,24 @@ def _median_seconds(step, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _training_step(model, phase: Phase, images, targets, compute_loss) -> Callable[[], float]:
-    """A timed training step of ``phase`` as the trainer takes it; each call sets the phase up again."""
-    apply_phase(model, phase)
+def _training_step(
+    model, phase: Phase, images, targets, compute_loss, ema: ModelEMA, memory_format: torch.memory_format
+) -> Callable[[], float]:
+    """A timed training step of ``phase`` as the trainer takes it (its BN-folded frozen prefix, clipping,
+    optimizer step and EMA update); each call sets the phase up again."""
+    setup = apply_phase(model, phase)
+    stand_ins = fused_prefix(model, setup.prefix, phase.bn, memory_format)
     optimizer = build_optimizer(model, "SGD", lr0=0.0)
 
     def step() -> float:
-        setup = apply_phase(model, phase)
+        apply_phase(model, phase)
         start = time.perf_counter()
-        loss, _ = compute_loss(model(images, no_grad_prefix=setup.prefix), targets)
+        loss, _ = compute_loss(model(images, no_grad_prefix=setup.prefix, stand_ins=stand_ins), targets)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=GRAD_CLIP_NORM)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        ema.update(model)
         return time.perf_counter() - start
 
     return step
@@ -256,6 +274,7 @@ def epochs_for_time(
     hyp: str | dict,
     device: str,
     workers: int | None,
+    cache: bool | None,
     val_fraction: float,
     split_seed: int,
 ) -> tuple[int, dict]:
@@ -275,6 +294,7 @@ def epochs_for_time(
         hyp=load_hyp(hyp),
         device=device,
         workers=workers,
+        cache=cache,
     )
     epochs = max(1, costs.epochs_within(strategy, model, seconds))
     estimate = costs.mean_epoch_seconds(strategy, model)

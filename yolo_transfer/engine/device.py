@@ -79,3 +79,8 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def training_memory_format(device: torch.device) -> torch.memory_format:
+    """NHWC activations: the layout oneDNN (CPU) and cuDNN/tensor cores (CUDA) convolve fastest."""
+    return torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format

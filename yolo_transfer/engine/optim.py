@@ -20,6 +20,7 @@ from yolo_transfer.errors import ConfigError
 NOMINAL_BATCH = 64
 GROUP_KINDS = ("bias", "decay", "norm")  # param_groups order within each LR scale, as the reference (v6.2+)
 MIN_WARMUP_ITERATIONS = 100
+GRAD_CLIP_NORM = 10.0  # gradients are clipped to this total norm before every step (yolov5 v6.2+)
 
 
 def accumulate_steps(batch_size: int) -> int:

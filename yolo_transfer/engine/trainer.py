@@ -23,7 +23,7 @@ from rich.progress import Progress
 from yolo_transfer.data import LoadedDataset, build_dataloader, load_dataset, load_hyp
 from yolo_transfer.engine import run_log
 from yolo_transfer.engine.autobatch import auto_batch_size
-from yolo_transfer.engine.device import device_info, seed_everything, select_device
+from yolo_transfer.engine.device import device_info, seed_everything, select_device, training_memory_format
 from yolo_transfer.engine.distributed import Distributed, launch, launched, session
 from yolo_transfer.engine.ema import ModelEMA
 from yolo_transfer.engine.evaluate import evaluate
@@ -34,6 +34,7 @@ from yolo_transfer.engine.loss import ComputeLoss, scale_loss_gains
 from yolo_transfer.engine.lr0_note import lr0_precedence_note
 from yolo_transfer.engine.metrics import fitness
 from yolo_transfer.engine.optim import (
+    GRAD_CLIP_NORM,
     GROUP_KINDS,
     accumulate_steps,
     build_optimizer,
@@ -81,7 +82,6 @@ from yolo_transfer.strategies.trainable import (
 )
 
 __all__ = ["TrainConfig", "Trainer", "train", "train_command"]
-GRAD_CLIP_NORM = 10.0
 BAR_REFRESH = 5  # batches between progress-bar updates (each reads the loss back from the device)
 
 
@@ -109,9 +109,7 @@ class Trainer:
         torch.set_num_threads(self.loading.threads)
         if self.device.type == "cuda":  # fixed training shapes: time the conv kernels once, keep the fastest
             torch.backends.cudnn.benchmark = True
-        # NHWC activations: the layout oneDNN (CPU) and cuDNN/tensor cores (CUDA) convolve fastest
-        nhwc = self.device.type in ("cpu", "cuda")
-        self.memory_format = torch.channels_last if nhwc else torch.contiguous_format
+        self.memory_format = training_memory_format(self.device)
         self.model = model.float().to(self.device, memory_format=self.memory_format)
         self.timer = StepTimer(self.device, sync=config.profile)
         self.hyp = load_hyp(config.hyp, lr0=config.lr0)
