@@ -346,7 +346,8 @@ def test_advise_json_output(official_weights: Path, capsys: pytest.CaptureFixtur
 
 
 def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
-    """Both sides of the shift threshold name the measured cases that put full fine-tuning first."""
+    """Both sides of the shift threshold name the measured cases that put full fine-tuning first; the
+    tiny-data and compute-bound rows name the cases where the frozen backbone held its own."""
     far = recommend(profile(label_overlap=0.0, **shift(HIGH, HIGH, HIGH)))
     assert far.strategy.rule == "high shift"
     assert "docs/advisor-study.md" in far.strategy.source and "bccd" in far.strategy.source
@@ -355,3 +356,5 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     assert "raccoon" in near.strategy.source and "license_plates" in near.strategy.source
     tiny = recommend(profile(images=50, **shift(LOW, LOW, LOW)))
     assert tiny.strategy.rule.startswith("tiny data") and "raccoon-n50" in tiny.strategy.source
+    bound = recommend(profile(epochs_fit={"full": 6, "freeze": 10}, **shift(HIGH, HIGH, HIGH)))
+    assert bound.strategy.rule.startswith("time budget") and "1-minute budget" in bound.strategy.source

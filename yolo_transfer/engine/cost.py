@@ -1,18 +1,17 @@
 """One cost model for time budgets, advice and benchmarks: seconds per epoch of each phase on this device.
 
 An epoch of a phase costs ``train images x per-image training time + val images x validation + checkpoint
-writes`` seconds. The
-training step is timed the way the trainer runs it: with the torch threads its loading plan leaves for
-compute (engine/loading_plan.py: on a CPU the loader workers take cores away from torch), in its memory
-format, the phase set up by ``apply_phase`` (frozen modules, their BatchNorm policy, the no-grad prefix, run
-BN-folded), forward, loss, backward, clipping, an optimizer step and the EMA update, on a real augmented batch
-of the data. Loading is timed in one process, from the RAM cache when the trainer would cache: without workers the trainer waits for it after every step (the times add up); with workers it runs
-beside the step (the slower of the step and the workers' share sets the pace). Validation is the trainer's
-own (forward, loss, NMS, metrics) on a sample of the val images; the checkpoint writes are the trainer's best,
-last and resume-state files. Every time is the median of a few repeats after a warm-up, the phases' steps
-interleaved, so a disturbance in either direction moves it little and hits every phase alike. ``compare
---budget time=`` (engine/budget.py), ``advise`` and benchmarks/strategy_cost.py all measure through
-:func:`measure_costs`.
+writes`` seconds. The training step is timed the way the trainer runs it: with the torch threads its loading
+plan leaves for compute (engine/loading_plan.py: on a CPU the loader workers take cores away from torch), in
+its memory format, the phase set up by ``apply_phase`` (frozen modules, their BatchNorm policy, the no-grad
+prefix, run BN-folded), forward, loss, backward, clipping, an optimizer step and the EMA update, on a real
+augmented batch of the data. Loading is timed in one process, from the RAM cache when the trainer would cache:
+without workers the trainer waits for it after every step (the times add up); with workers it runs beside the
+step (the slower of the step and the workers' share sets the pace). Validation is the trainer's own (forward,
+loss, NMS, metrics) on a sample of the val images; the checkpoint writes are the trainer's best, last and
+resume-state files. Every time is the median of a few repeats after a warm-up, the phases' steps interleaved,
+so a disturbance in either direction moves it little and hits every phase alike. ``compare --budget time=``
+(engine/budget.py), ``advise`` and benchmarks/strategy_cost.py all measure through :func:`measure_costs`.
 """
 
 from __future__ import annotations
