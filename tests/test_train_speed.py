@@ -17,6 +17,7 @@ from yolo_transfer.data.synthetic import make_domain
 from yolo_transfer.data.validate import Sample
 from yolo_transfer.engine import loading_plan
 from yolo_transfer.engine.ema import ModelEMA
+from yolo_transfer.engine.evaluate import validation_forward_batch
 from yolo_transfer.engine.fused_frozen import fused_prefix
 from yolo_transfer.engine.loading_plan import plan_loading
 from yolo_transfer.engine.loss import ComputeLoss, scale_loss_gains
@@ -130,13 +131,20 @@ def test_foreach_optimizer_and_ema_equal_their_loops():
         assert torch.equal(a, b)
 
 
-def test_frozen_run_keeps_backbone_bit_identical_and_validates_every_second_epoch(tiny, tmp_path, capsys):
+def test_frozen_run_keeps_backbone_bit_identical_and_validates_every_second_epoch(
+    tiny, tmp_path, capsys, monkeypatch
+):
     data = load_dataset(tiny)
     model = _model_with_real_bn_statistics(len(data.names))
     start = copy.deepcopy(model.state_dict())
     config = TrainConfig(data=str(tiny), out=tmp_path / "run", epochs=3, val_every=2, **TINY)
     trainer = Trainer(model, data, load_strategy("freeze", epochs=3), config, config.out)
+    releases, forward_sizes = [], []
+    monkeypatch.setattr("yolo_transfer.engine.trainer.release_free_heap", lambda: releases.append(1))
+    trainer.ema.ema.register_forward_pre_hook(lambda module, args: forward_sizes.append(len(args[0])))
     summary = trainer.fit()
+    assert len(releases) == 2  # the heap's free pages go back after each of the two validations
+    assert max(forward_sizes) == validation_forward_batch(config.batch) == config.batch // 2  # half batches
 
     for name, tensor in start.items():
         if name.startswith(BACKBONE):  # frozen weights and BN buffers, in the model and in its EMA

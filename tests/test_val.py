@@ -78,3 +78,22 @@ def test_val_rejects_weights_for_other_classes(official_weights, tmp_path, capsy
     assert code == 2
     assert "80 classes" in capsys.readouterr().err
     assert not (tmp_path / "val" / "metrics.json").exists()
+
+
+def test_forwards_of_part_of_a_batch_give_the_same_metrics_and_loss(tmp_path):
+    data_yaml = make_domain(tmp_path / "synthetic", "target", n_images=12, imgsz=64, seed=1)
+    data = load_dataset(data_yaml)
+    loader = build_dataloader(data.train, 64, 8, augment=False, hyp=load_hyp("none"), rect=True, pad=0.5)
+    torch.manual_seed(0)
+    model = build_model("yolov5n", nc=len(data.names))
+    loss = ComputeLoss(model, load_hyp("low"))
+    whole = evaluate(model, loader, data.names, compute_loss=loss, image_stats=True)
+    sizes = []
+    model.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
+    parts = evaluate(model, loader, data.names, compute_loss=loss, image_stats=True, forward_batch=3)
+    assert max(sizes) == 3 and sum(sizes) == len(data.train)  # every image, at most 3 per forward
+    for key in ("precision", "recall", "map50", "map50_95"):
+        assert parts[key] == pytest.approx(whole[key], abs=1e-6)
+    assert parts["loss"] == pytest.approx(whole["loss"], rel=1e-5)
+    for key, values in whole["image_stats"].items():
+        assert parts["image_stats"][key] == pytest.approx(values, abs=1e-5), key

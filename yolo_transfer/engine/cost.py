@@ -32,7 +32,7 @@ from yolo_transfer.data import build_dataloader
 from yolo_transfer.engine.budget import epochs_within, schedule_seconds
 from yolo_transfer.engine.device import training_memory_format
 from yolo_transfer.engine.ema import ModelEMA
-from yolo_transfer.engine.evaluate import evaluate
+from yolo_transfer.engine.evaluate import evaluate, validation_forward_batch
 from yolo_transfer.engine.fused_frozen import fused_prefix
 from yolo_transfer.engine.loading_plan import LoadingPlan, plan_loading
 from yolo_transfer.engine.loss import ComputeLoss, scale_loss_gains
@@ -178,7 +178,7 @@ def _measure(
         data.val[:VAL_SAMPLE_IMAGES], imgsz, batch * 2, augment=False, hyp=hyp, rect=True, pad=0.5,
         workers=plan.workers, cache_ram=plan.cache,
     )  # fmt: skip
-    val_s = _validation_seconds(model, val_loader, data.names, compute_loss)
+    val_s = _validation_seconds(model, val_loader, data.names, compute_loss, validation_forward_batch(batch))
     checkpoint_s = _checkpoint_seconds(model)
     return CostModel(
         len(data.train), len(data.val), load_s, val_s, step_s, checkpoint_s, plan.workers, plan.threads
@@ -222,10 +222,14 @@ def _training_step(
     return step
 
 
-def _validation_seconds(model: nn.Module, loader, names: list[str], compute_loss) -> float:
+def _validation_seconds(
+    model: nn.Module, loader, names: list[str], compute_loss, forward_batch: int
+) -> float:
     """Seconds per image of the trainer's validation (engine/evaluate.py), timed on the loader's images after
     a warm-up pass; its fixed costs (metrics, loader start) are spread over them, erring long."""
-    validate = lambda: evaluate(model, loader, names, compute_loss=compute_loss)  # noqa: E731
+    validate = lambda: evaluate(  # noqa: E731
+        model, loader, names, compute_loss=compute_loss, forward_batch=forward_batch
+    )
     return _median_seconds(validate, repeats=1) / max(len(loader.dataset), 1)
 
 

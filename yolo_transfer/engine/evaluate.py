@@ -54,16 +54,19 @@ def evaluate(
     plots_dir: str | Path | None = None,
     progress: bool = False,
     image_stats: bool = False,
+    forward_batch: int | None = None,
 ) -> dict:
     """Metrics of ``model`` on ``loader`` (which yields images, targets, paths, shapes).
 
     Returns ``precision, recall, map50, map50_95`` (reference style), ``coco`` {AP, AP50, AP75, APs, APm,
     APl}, ``per_class`` [{class_id, name, images, instances, precision, recall, map50, map50_95}],
     ``images``, ``instances``, and ``loss`` [box, obj, cls] (mean over batches) when ``compute_loss`` is
-    given, and ``image_stats`` (:meth:`DetectionStats.image_arrays`, for paired bootstraps over images) when
-    asked. Writes PR-curve, F1-curve and confusion-matrix PNGs to ``plots_dir`` when given (a plot that
-    cannot be written is a warning; ``plots`` lists those written). The model is moved to
-    ``device`` and evaluated in eval mode; the train/eval mode of each of its modules is restored after.
+    given, and ``image_stats`` (:meth:`DetectionStats.image_arrays`, for paired bootstraps over images)
+    when asked. ``forward_batch`` caps the images per forward pass (the loader's batches, and so their
+    rect shapes, stay as they are): fewer activations alive at once, the same detections to float
+    rounding. Writes PR-curve, F1-curve and confusion-matrix PNGs to ``plots_dir`` when given (a plot that
+    cannot be written is a warning; ``plots`` lists those written). The model is moved to ``device`` and
+    evaluated in eval mode; the train/eval mode of each of its modules is restored after.
     """
     device = torch.device(device)
     modes = {module: module.training for module in model.modules()}
@@ -75,7 +78,7 @@ def evaluate(
         for images, targets, _, shapes in track(loader, "validating", transient=True, disable=not progress):
             images = images.to(device, dtype, non_blocking=True) / 255
             targets = targets.to(device)
-            decoded, raw = model(images)
+            decoded, raw = forward_in_parts(model, images, forward_batch)
             if compute_loss is not None:
                 loss += compute_loss(raw, targets)[1]
             input_hw = images.shape[2:]
@@ -177,6 +180,22 @@ class DetectionStats:
         ]
         instances = sum(len(image["labels"]) for image in self.images)
         return {"per_class": rows, "images": len(self.images), "instances": instances}
+
+
+def validation_forward_batch(train_batch: int) -> int:
+    """Images per validation forward while training: half a training batch. Without the activations a backward
+    keeps, such a forward stays below a frozen backbone's training step, which would otherwise set the run's
+    memory peak (the val loader's batches of twice the training batch keep yolov5's rect shapes)."""
+    return max(train_batch // 2, 1)
+
+
+def forward_in_parts(model: nn.Module, images: Tensor, size: int | None) -> tuple[Tensor, list[Tensor]]:
+    """The eval model's (decoded, raw) outputs for ``images``, run ``size`` images at a time."""
+    if size is None or len(images) <= size:
+        return model(images)
+    parts = [model(part) for part in images.split(size)]
+    decoded = torch.cat([part[0] for part in parts])
+    return decoded, [torch.cat(level) for level in zip(*(part[1] for part in parts), strict=True)]
 
 
 def labels_in_original(labels: Tensor, input_hw: tuple[int, int], original_hw: tuple[int, int], ratio_pad):

@@ -26,8 +26,9 @@ from yolo_transfer.engine.autobatch import auto_batch_size
 from yolo_transfer.engine.device import device_info, seed_everything, select_device, training_memory_format
 from yolo_transfer.engine.distributed import Distributed, launch, launched, session
 from yolo_transfer.engine.ema import ModelEMA
-from yolo_transfer.engine.evaluate import evaluate
+from yolo_transfer.engine.evaluate import evaluate, validation_forward_batch
 from yolo_transfer.engine.fused_frozen import fused_prefix
+from yolo_transfer.engine.host_memory import release_free_heap
 from yolo_transfer.engine.image_stats import IMAGE_STATS_FILE, save_image_stats
 from yolo_transfer.engine.loading_plan import plan_loading
 from yolo_transfer.engine.loss import ComputeLoss, scale_loss_gains
@@ -121,6 +122,7 @@ class Trainer:
         self.l2sp = L2SP(self.model, strength, fresh) if strength > 0 else None
         self.amp = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.val_forward_batch = validation_forward_batch(config.batch)
         self.val_loader = build_dataloader(
             data.val, config.imgsz, config.batch * 2, augment=False, hyp=self.hyp, rect=True, pad=0.5,
             workers=self.loading.workers, seed=config.seed, cache_ram=self.loading.cache,
@@ -281,8 +283,10 @@ class Trainer:
                     lambda: evaluate(
                         self.ema.ema, self.val_loader, self.data.names, device=self.device,
                         compute_loss=self.compute_loss, image_stats=True,
+                        forward_batch=self.val_forward_batch,
                     )
                 )  # fmt: skip
+                release_free_heap()  # what training and validation freed, before the next epoch trains
             image_stats = metrics.pop("image_stats")
             fit = float(fitness(metrics))
         progress = self.progress
