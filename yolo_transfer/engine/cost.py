@@ -120,12 +120,12 @@ def measure_costs(
     """
     device = torch.device(device)
     plan = plan_loading(data.train + data.val, imgsz, device, workers, cache)
-    with torch_threads(plan.threads):
+    with _torch_threads(plan.threads):
         return _measure(model, strategies, data, imgsz, batch, hyp, device, plan, repeats, on_step)
 
 
 @contextlib.contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
+def _torch_threads(threads: int) -> Iterator[None]:
     """Run the block with ``threads`` torch threads, then restore the count."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -217,6 +217,8 @@ def _training_step(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         ema.update(model)
+        if images.is_cuda:  # the step's kernels have finished, not just been queued
+            torch.cuda.synchronize(images.device)
         return time.perf_counter() - start
 
     return step
@@ -227,9 +229,10 @@ def _validation_seconds(
 ) -> float:
     """Seconds per image of the trainer's validation (engine/evaluate.py), timed on the loader's images after
     a warm-up pass; its fixed costs (metrics, loader start) are spread over them, erring long."""
-    validate = lambda: evaluate(  # noqa: E731
-        model, loader, names, compute_loss=compute_loss, forward_batch=forward_batch
-    )
+
+    def validate() -> None:
+        evaluate(model, loader, names, compute_loss=compute_loss, forward_batch=forward_batch)
+
     return _median_seconds(validate, repeats=1) / max(len(loader.dataset), 1)
 
 
