@@ -34,7 +34,7 @@ from yolo_transfer.engine.device import training_memory_format
 from yolo_transfer.engine.ema import ModelEMA
 from yolo_transfer.engine.evaluate import evaluate, validation_forward_batch
 from yolo_transfer.engine.fused_frozen import fused_prefix
-from yolo_transfer.engine.loading_plan import LoadingPlan, plan_loading
+from yolo_transfer.engine.loading_plan import plan_loading
 from yolo_transfer.engine.loss import ComputeLoss, scale_loss_gains
 from yolo_transfer.engine.optim import GRAD_CLIP_NORM, build_optimizer
 from yolo_transfer.engine.run_state import with_prefix, write_state
@@ -121,7 +121,46 @@ def measure_costs(
     device = torch.device(device)
     plan = plan_loading(data.train + data.val, imgsz, device, workers, cache)
     with _torch_threads(plan.threads):
-        return _measure(model, strategies, data, imgsz, batch, hyp, device, plan, repeats, on_step)
+        memory_format = training_memory_format(device)
+        model = copy.deepcopy(model).to(device, memory_format=memory_format)
+        loader = build_dataloader(  # in this process; a sample of the images, cached when the trainer caches
+            data.train[:LOADER_SAMPLE_IMAGES], imgsz, batch, augment=True, hyp=hyp, shuffle=True,
+            cache_ram=plan.cache,
+        )  # fmt: skip
+        load_s, (images, targets) = _loader_seconds(loader, repeats)
+        images = (images.to(device).float() / 255).contiguous(memory_format=memory_format)
+        targets = targets.to(device)
+        detect = model.detect
+        compute_loss = ComputeLoss(model, scale_loss_gains(hyp, detect.nl, detect.nc, imgsz))
+        phases = {
+            tuple(_trainable(model, phase)): phase for strategy in strategies for phase in strategy.phases
+        }
+        ema = ModelEMA(model)
+        steps = {
+            trainable: _training_step(model, phase, images, targets, compute_loss, ema, memory_format)
+            for trainable, phase in phases.items()
+        }
+        times: dict[tuple[int, ...], list[float]] = {trainable: [] for trainable in steps}
+        total = (repeats + 1) * len(steps)
+        for repeat in range(repeats + 1):  # the first round warms up
+            for index, (trainable, step) in enumerate(steps.items()):
+                seconds = step()
+                if repeat:
+                    times[trainable].append(seconds / len(images))
+                if on_step is not None:
+                    on_step(repeat * len(steps) + index + 1, total)
+        step_s = {trainable: statistics.median(values) for trainable, values in times.items()}
+        val_loader = build_dataloader(
+            data.val[:VAL_SAMPLE_IMAGES], imgsz, batch * 2, augment=False, hyp=hyp, rect=True, pad=0.5,
+            workers=plan.workers, cache_ram=plan.cache,
+        )  # fmt: skip
+        val_s = _validation_seconds(
+            model, val_loader, data.names, compute_loss, validation_forward_batch(batch)
+        )
+        checkpoint_s = _checkpoint_seconds(model)
+        return CostModel(
+            len(data.train), len(data.val), load_s, val_s, step_s, checkpoint_s, plan.workers, plan.threads
+        )
 
 
 @contextlib.contextmanager
@@ -133,56 +172,6 @@ def _torch_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _measure(
-    model: nn.Module,
-    strategies: Iterable[Strategy],
-    data,
-    imgsz: int,
-    batch: int,
-    hyp: dict,
-    device: torch.device,
-    plan: LoadingPlan,
-    repeats: int,
-    on_step: Callable[[int, int], None] | None,
-) -> CostModel:
-    memory_format = training_memory_format(device)
-    model = copy.deepcopy(model).to(device, memory_format=memory_format)
-    loader = build_dataloader(  # in this process; a sample of the images, cached when the trainer caches
-        data.train[:LOADER_SAMPLE_IMAGES], imgsz, batch, augment=True, hyp=hyp, shuffle=True,
-        cache_ram=plan.cache,
-    )  # fmt: skip
-    load_s, (images, targets) = _loader_seconds(loader, repeats)
-    images = (images.to(device).float() / 255).contiguous(memory_format=memory_format)
-    targets = targets.to(device)
-    detect = model.detect
-    compute_loss = ComputeLoss(model, scale_loss_gains(hyp, detect.nl, detect.nc, imgsz))
-    phases = {tuple(_trainable(model, phase)): phase for strategy in strategies for phase in strategy.phases}
-    ema = ModelEMA(model)
-    steps = {
-        trainable: _training_step(model, phase, images, targets, compute_loss, ema, memory_format)
-        for trainable, phase in phases.items()
-    }
-    times: dict[tuple[int, ...], list[float]] = {trainable: [] for trainable in steps}
-    total = (repeats + 1) * len(steps)
-    for repeat in range(repeats + 1):  # the first round warms up
-        for index, (trainable, step) in enumerate(steps.items()):
-            seconds = step()
-            if repeat:
-                times[trainable].append(seconds / len(images))
-            if on_step is not None:
-                on_step(repeat * len(steps) + index + 1, total)
-    step_s = {trainable: statistics.median(values) for trainable, values in times.items()}
-    val_loader = build_dataloader(
-        data.val[:VAL_SAMPLE_IMAGES], imgsz, batch * 2, augment=False, hyp=hyp, rect=True, pad=0.5,
-        workers=plan.workers, cache_ram=plan.cache,
-    )  # fmt: skip
-    val_s = _validation_seconds(model, val_loader, data.names, compute_loss, validation_forward_batch(batch))
-    checkpoint_s = _checkpoint_seconds(model)
-    return CostModel(
-        len(data.train), len(data.val), load_s, val_s, step_s, checkpoint_s, plan.workers, plan.threads
-    )
 
 
 def _trainable(model: nn.Module, phase: Phase) -> list[int]:

@@ -122,7 +122,6 @@ class Trainer:
         self.l2sp = L2SP(self.model, strength, fresh) if strength > 0 else None
         self.amp = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.val_forward_batch = validation_forward_batch(config.batch)
         self.val_loader = build_dataloader(
             data.val, config.imgsz, config.batch * 2, augment=False, hyp=self.hyp, rect=True, pad=0.5,
             workers=self.loading.workers, seed=config.seed, cache_ram=self.loading.cache,
@@ -283,7 +282,7 @@ class Trainer:
                     lambda: evaluate(
                         self.ema.ema, self.val_loader, self.data.names, device=self.device,
                         compute_loss=self.compute_loss, image_stats=True,
-                        forward_batch=self.val_forward_batch,
+                        forward_batch=validation_forward_batch(self.config.batch),
                     )
                 )  # fmt: skip
                 release_free_heap()  # what training and validation freed, before the next epoch trains
