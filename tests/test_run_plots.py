@@ -20,6 +20,7 @@ from yolo_transfer.engine.run_plots import plot_labels, plot_results
 from yolo_transfer.engine.train_progress import training_progress
 from yolo_transfer.engine.trainer import TrainConfig, Trainer
 from yolo_transfer.models import build_model
+from yolo_transfer.models.yolo import DetectionModel
 from yolo_transfer.strategies import Phase, Strategy
 
 RUN_FILES = [
@@ -100,19 +101,36 @@ def finished_run(tmp_path_factory):
             data=str(data_yaml), out=root / "out", epochs=2, imgsz=64, batch=4, workers=0, hyp="low"
         )
         model = build_model("yolov5n", nc=len(data.names), names=data.names)
+        forwards = []  # (training?, images) of every forward, in order
+        forward = DetectionModel.forward
+
+        def spy(self, x, *args, **kwargs):
+            forwards.append((self.training, len(x)))
+            return forward(self, x, *args, **kwargs)
+
+        patch.setattr(DetectionModel, "forward", spy)
         summary = Trainer(model, data, strategy, config, config.out).fit()
-    return config.out, summary
+    return config.out, summary, forwards
 
 
 def test_finished_run_folder_holds_the_plots(finished_run):
-    out, _ = finished_run
+    out, _, _ = finished_run
     for name in RUN_FILES:
         image = cv2.imread(str(out / name))
         assert image is not None and image.shape[0] > 100, name
 
 
+def test_final_plots_forward_half_a_training_batch_at_a_time(finished_run):
+    """Like validation, the plots after the last epoch run the model on 2 of the val loader's 3 images at a
+    time (batch 4): a bigger forward would make them the run's memory peak."""
+    _, _, forwards = finished_run
+    last_training = max(i for i, (training, _) in enumerate(forwards) if training)
+    after = [images for _, images in forwards[last_training + 1 :]]
+    assert max(after) == 2 and after.count(2) == 3  # last validation, final evaluation, predicted val batch
+
+
 def test_epochs_are_one_based_in_results_csv_and_summary(finished_run):
-    out, summary = finished_run
+    out, summary, _ = finished_run
     with open(out / "results.csv", newline="") as handle:
         table = list(csv.DictReader(handle))
     assert [int(row["epoch"]) for row in table] == [1, 2]
@@ -121,6 +139,6 @@ def test_epochs_are_one_based_in_results_csv_and_summary(finished_run):
 
 
 def test_summary_records_the_device(finished_run):
-    out, summary = finished_run
+    out, summary, _ = finished_run
     assert json.loads((out / "summary.json").read_text())["device"] == summary["device"]
     assert summary["device"]["device"] == "cpu" and summary["device"]["threads"] >= 1

@@ -124,6 +124,8 @@ def test_unknown_strategy_and_missing_file(tmp_path) -> None:
         ("name: x\nphases:\n  - {name: a, layer_decay: 1.5}\n", "layer_decay must be a number"),
         ("name: x\nphases:\n  - {name: a, lr_mult: {backbone: 0}}\n", r"lr_mult\[backbone\]"),
         ("name: x\nphases:\n  - {name: a, batch: 0}\n", "batch must be a positive integer or 'auto'"),
+        ("name: x\nphases:\n  - {name: a, warmup_min_iterations: -1}\n", "warmup_min_iterations must"),
+        ("name: x\nphases:\n  - {name: a, warmup_min_iterations: 2.5}\n", "warmup_min_iterations must"),
         ("name: x\nphases:\n  - {name: a, frozen: [backbone]}\n", "unknown key.*frozen"),
         ("name: x\nphases:\n  - {name: a}\n  - {name: b}\n", "phase 'a' needs epochs or plateau"),
         ("name: x\nphases:\n  - {name: a, epochs: 1}\n  - {name: a}\n", "phase names must be unique"),
@@ -504,6 +506,22 @@ def test_unfrozen_parameters_join_with_fresh_state_and_rewarmed_lr(two_phase_run
     assert phase2[0]["bias"] == pytest.approx(load_hyp("low")["warmup_bias_lr"])  # the warmup starts again
     assert phase2[0]["decay"] == 0.0 < phase1[-1]["decay"]
     assert [s["decay"] for s in phase2] == sorted(s["decay"] for s in phase2)
+
+
+@pytest.mark.parametrize(("floor", "warmed_by_epoch_2"), [(None, False), (0, True)])
+def test_warmup_floor_of_a_phase(tiny_run, tmp_path, floor: int | None, warmed_by_epoch_2: bool) -> None:
+    """The reference's warmup lasts at least 100 iterations (here 33 epochs of 3 batches); a phase's
+    ``warmup_min_iterations: 0`` makes ``warmup_epochs: 1`` one epoch, so epoch 2 runs at the scheduled LR."""
+    line = "" if floor is None else f", warmup_min_iterations: {floor}"
+    path = tmp_path / "warm.yaml"
+    path.write_text(f"name: warm\ndescription: x\nphases:\n  - {{name: all, warmup_epochs: 1.0{line}}}\n")
+    config = dataclasses.replace(tiny_config(tiny_run, f"warm-{floor}", epochs=2), out=tmp_path / "run")
+    train(config, load_strategy(path, epochs=2))
+    lr_epoch_2 = float(read_rows(config.out / "results.csv")[1]["x/lr2"])
+    scheduled = 0.01 * (1 - 1 / 2 * (1 - load_hyp("low")["lrf"]))  # lr0 * lf(epoch index 1) of 2, linear
+    assert (lr_epoch_2 == pytest.approx(scheduled)) is warmed_by_epoch_2
+    if not warmed_by_epoch_2:
+        assert lr_epoch_2 < scheduled * 0.1  # 6 of 100 warmup iterations done
 
 
 def test_ema_continues_across_phases(two_phase_run) -> None:

@@ -5,7 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from yolo_transfer.strategies import load_strategy
+
 STUDY_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "transfer_study.py"
+STUDY_RECIPES = sorted(STUDY_PATH.parent.glob("*/*.yaml"))  # candidates docs/advisor-study.md measured
 
 
 @pytest.fixture(scope="module")
@@ -14,6 +17,12 @@ def study():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.mark.parametrize("path", STUDY_RECIPES, ids=lambda path: f"{path.parent.name}/{path.name}")
+def test_study_recipe_files_load(path: Path) -> None:
+    """Every candidate the study's commands name is a valid strategy file, named as its file."""
+    assert load_strategy(path, epochs=30).name == path.stem
 
 
 def case(name: str, scores: dict, advised: str, shift: float, images: int = 200) -> dict:

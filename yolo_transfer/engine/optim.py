@@ -111,11 +111,13 @@ def lr_lambda(epochs: int, lrf: float, cosine: bool = False) -> Callable[[int], 
     return lambda e: (1 - e / epochs) * (1.0 - lrf) + lrf
 
 
-def warmup_iterations(warmup_epochs: float, batches_per_epoch: int) -> int:
-    """Warmup length: max(round(warmup_epochs * nb), 100) iterations; 0 when ``warmup_epochs`` is 0 (§5.2)."""
+def warmup_iterations(warmup_epochs: float, batches_per_epoch: int, min_iterations: int | None = None) -> int:
+    """Warmup length: max(round(warmup_epochs * nb), min_iterations) iterations, the floor being the
+    reference's 100 unless given; 0 when ``warmup_epochs`` is 0 (§5.2)."""
     if warmup_epochs <= 0:
         return 0
-    return max(round(warmup_epochs * batches_per_epoch), MIN_WARMUP_ITERATIONS)
+    floor = MIN_WARMUP_ITERATIONS if min_iterations is None else min_iterations
+    return max(round(warmup_epochs * batches_per_epoch), floor)
 
 
 def scheduled_lr(

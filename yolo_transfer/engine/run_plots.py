@@ -18,8 +18,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from yolo_transfer.data import LoadedDataset, Sample, build_dataloader
-from yolo_transfer.engine.batch_plots import label_boxes, plot_batch
-from yolo_transfer.engine.evaluate import evaluate
+from yolo_transfer.engine.batch_plots import MAX_TILES, label_boxes, plot_batch
+from yolo_transfer.engine.evaluate import evaluate, forward_in_parts, validation_forward_batch
+from yolo_transfer.engine.host_memory import release_free_heap
 from yolo_transfer.engine.outputs import write_figure, write_optional
 from yolo_transfer.engine.postprocess import non_max_suppression
 from yolo_transfer.models import load_model
@@ -105,10 +106,15 @@ def write_run_plots(
         boxes = label_boxes(targets, len(images), images.shape[2:])
         plots[out_dir / f"train_batch{index}.jpg"] = partial(plot_batch, images, boxes, data.names)
     model, _ = load_model(out_dir / "weights" / "best.safetensors")
-    curves = evaluate(model, val_loader, data.names, device=device, plots_dir=out_dir)["plots"]
+    forward_batch = validation_forward_batch(batch)  # half a training batch, as validation: no new peak
+    curves = evaluate(
+        model, val_loader, data.names, device=device, plots_dir=out_dir, forward_batch=forward_batch
+    )["plots"]
+    release_free_heap()
     images, targets, _, _ = next(iter(val_loader))
+    images = images[:MAX_TILES]  # the tiles the plots show
     with torch.no_grad():
-        decoded, _ = model.to(device).eval()(images.to(device).float() / 255)
+        decoded, _ = forward_in_parts(model.to(device).eval(), images.to(device).float() / 255, forward_batch)
     found = [d.cpu().numpy() for d in non_max_suppression(decoded, PRED_CONF, PRED_IOU)]
     labels = label_boxes(targets, len(images), images.shape[2:])
     plots[out_dir / "val_batch0_labels.jpg"] = partial(plot_batch, images, labels, data.names)

@@ -194,7 +194,7 @@ class Trainer:
         active = ActivePhase(
             index, phase, trainable, prefix, batch, loader, optimizer, lr0, hyp, length,
             lf=lr_lambda(length, hyp["lrf"], config.cos_lr),
-            warmup=warmup_iterations(hyp["warmup_epochs"], len(loader)),
+            warmup=warmup_iterations(hyp["warmup_epochs"], len(loader), phase.warmup_min_iterations),
         )  # fmt: skip
         if fresh:
             self._begin_phase(active, trainable_params)

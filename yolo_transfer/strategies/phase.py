@@ -41,6 +41,7 @@ class Phase:
     lr_mult: dict[str, float] = field(default_factory=dict)  # selection item -> LR multiplier
     layer_decay: float | None = None  # LR *= layer_decay ** (depth from the head)
     warmup_epochs: float | None = None  # the LR re-warms at the start of every phase
+    warmup_min_iterations: int | None = None  # floor on the warmup's iterations (the reference's 100)
     warmup_bias_lr: float | None = None  # bias LR at the start of the warmup (hyp's, 0.1 in the reference)
     epochs: int | float | None = None  # int epochs, or a float < 1 = fraction of the budget
     plateau: dict | None = None  # {"patience": P, "max_epochs": M, "min_delta": 0.0}
@@ -69,6 +70,9 @@ class Phase:
             _check_number(where, "layer_decay", self.layer_decay, low=0.0, high=1.0)
         if self.warmup_epochs is not None:
             _check_number(where, "warmup_epochs", self.warmup_epochs, low=0.0, allow_low=True)
+        floor = self.warmup_min_iterations
+        if floor is not None and (isinstance(floor, bool) or not isinstance(floor, int) or floor < 0):
+            raise ConfigError(f"{where}: warmup_min_iterations must be a whole number >= 0, got {floor!r}")
         if self.warmup_bias_lr is not None:
             _check_number(where, "warmup_bias_lr", self.warmup_bias_lr, low=0.0, allow_low=True)
         if self.epochs is not None and self.plateau is not None:
