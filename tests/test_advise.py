@@ -62,7 +62,9 @@ STRATEGY_CASES = [
     (profile(epochs_fit={"full": 40, "freeze": 50, "lp-ft": 12}, label_overlap=0.0), "full", "otherwise"),
     (profile(), "full", "otherwise"),
     (profile(target_map=0.6, label_overlap=0.0), "full", "a target mAP is stated"),
-    (profile(epochs_fit={"full": 4, "freeze": 8}), "freeze", "time budget fits < 10 epochs"),
+    (profile(epochs_fit={"full": 4, "freeze": 8}), "freeze", "time budget fits <= 10 epochs"),
+    (profile(epochs_fit={"full": 10, "freeze": 15}), "freeze", "time budget fits <= 10 epochs"),  # raccoon t1
+    (profile(epochs_fit={"full": 11, "freeze": 16}), "full", "otherwise"),
     (profile(epochs_fit={"full": 4, "freeze": 4}), "full", "otherwise"),
 ]
 
