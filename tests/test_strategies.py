@@ -515,7 +515,7 @@ def test_warmup_floor_of_a_phase(tiny_run, tmp_path, floor: int | None, warmed_b
     line = "" if floor is None else f", warmup_min_iterations: {floor}"
     path = tmp_path / "warm.yaml"
     path.write_text(f"name: warm\ndescription: x\nphases:\n  - {{name: all, warmup_epochs: 1.0{line}}}\n")
-    config = dataclasses.replace(tiny_config(tiny_run, f"warm-{floor}", epochs=2), out=tmp_path / "run")
+    config = tiny_config(tiny_run, f"warm-{floor}", epochs=2)
     train(config, load_strategy(path, epochs=2))
     lr_epoch_2 = float(read_rows(config.out / "results.csv")[1]["x/lr2"])
     scheduled = 0.01 * (1 - 1 / 2 * (1 - load_hyp("low")["lrf"]))  # lr0 * lf(epoch index 1) of 2, linear
