@@ -3,17 +3,21 @@
 For every case (a dataset x a budget) it runs ``yolo-transfer compare`` with the strategies (the
 built-ins and ``yolov5-default``, the reference's own ``train.py`` defaults) into ``OUT/<dataset>-e<epochs>/``
 (``-t<minutes>`` for a time budget, where each strategy trains the epochs that fit), then ``yolo-transfer
-advise`` on the same data with the same budget (``advise.json`` there, made anew each time). The table: each
+advise`` on the same data with the same budget (``advise.json`` there, made anew each time; ``--report-only``
+applies today's rules to the measurements saved there and trains nothing). The table: each
 strategy's best mAP50-95 (mean over seeds), the best strategy, the advised one, the regret (best − advised)
-and the shift measurements; then, for the advisor and for the fixed rules peers
-document (always full fine-tuning, always the yolov5 defaults, the ultralytics fine-tuning guide's table), how
-often the choice is within 1 point of the best and the mean regret. Everything is resumable: a re-run skips
-finished runs and resumes unfinished ones. ``docs/advisor-study.md`` holds its results.
+and the shift measurements; then, for the advisor and for the fixed rules peers document (always full
+fine-tuning, always the yolov5 defaults, the ultralytics fine-tuning guide's table), how often the choice is
+within 1 point of the best, the mean and the worst regret. Everything is resumable: a re-run skips finished
+runs and resumes unfinished ones. ``docs/advisor-study.md`` holds its results.
 
     .venv/bin/python benchmarks/transfer_study.py --shared ../shared --out runs/study     # hours on a CPU
     .venv/bin/python benchmarks/transfer_study.py --shared ../shared --datasets dawn_fog --budgets 30
     .venv/bin/python benchmarks/transfer_study.py --shared ../shared --budgets time=1   # compute-bound cases
     .venv/bin/python benchmarks/transfer_study.py --quick --out runs/study-quick          # minutes
+    # every case that ran, in one table (seeds and data sizes as far as they ran)
+    .venv/bin/python benchmarks/transfer_study.py --shared ../shared --budgets 30,100,time=1 \
+        --train-images all,50 --seeds 0,1 --strategies yolov5-default,full,freeze,staged --report-only
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from yolo_transfer.advise import advise
+from yolo_transfer.advise import advise, reapply_rules
 from yolo_transfer.advise.rules import HIGH_SHIFT, LARGE_DATA_IMAGES
 from yolo_transfer.compare import compare
 from yolo_transfer.compare.demo import shipped_weights
@@ -78,8 +82,9 @@ def case_label(name: str, budget: Budget) -> str:
     return f"{name} {budget.kind[0]}{budget.value:g}"
 
 
-def run_case(name: str, data: str, weights: str, budget: Budget, args, console: Console) -> dict:
-    """One dataset x budget: the comparison, the advice, and the numbers the table needs."""
+def run_case(name: str, data: str, weights: str, budget: Budget, args, console: Console) -> dict | None:
+    """One dataset x budget: the comparison, the advice, and the numbers the table needs (``--report-only``:
+    None when the case has no finished run)."""
     label = case_label(name, budget)
     out = Path(args.out) / label.replace(" ", "-")
     options = {
@@ -87,13 +92,16 @@ def run_case(name: str, data: str, weights: str, budget: Budget, args, console: 
         "cos_lr": False, "patience": 100, "device": args.device, "workers": args.workers, "cache": True,
         "val_fraction": 0.2, "split_seed": 0,
     }  # fmt: skip
-    if args.report_only:  # the table of the runs that finished, nothing trained
+    saved_advice = out / "advise.json"
+    if args.report_only:  # the table of the runs that finished, nothing trained or measured
         runs = [
             read_run(strategy, seed, out / "runs" / f"{strategy}-s{seed}", out, "missing", None)
             for strategy in args.strategies
             for seed in args.seeds
             if (out / "runs" / f"{strategy}-s{seed}" / "summary.json").is_file()
         ]
+        if not runs:
+            return None
         aggregate_table = aggregate(runs, args.strategies)
     else:
         results = compare(
@@ -101,9 +109,13 @@ def run_case(name: str, data: str, weights: str, budget: Budget, args, console: 
             jobs=args.jobs, train_options=options, console=console,
         )  # fmt: skip
         aggregate_table = results["aggregate"]
-    # without a time budget the measurements skip the timed steps; the advice follows today's rules
-    advice = advise(data, weights, imgsz=args.imgsz, budget=str(budget), device=args.device, compute=False)
-    (out / "advise.json").write_text(json.dumps(advice, indent=2))
+    if args.report_only and saved_advice.is_file():  # today's rules on the saved measurements
+        advice = reapply_rules(json.loads(saved_advice.read_text()))
+    else:  # without a time budget the measurements skip the timed steps
+        advice = advise(
+            data, weights, imgsz=args.imgsz, budget=str(budget), device=args.device, compute=False
+        )
+    saved_advice.write_text(json.dumps(advice, indent=2))
     scores = {
         strategy: row["best_map50_95"]["mean"]
         for strategy, row in aggregate_table.items()
@@ -138,7 +150,7 @@ def regret(case: dict, choice: str) -> float | None:
 
 
 def summarise(cases: list[dict]) -> dict:
-    """Agreement and mean regret of the advisor and of each fixed rule over the cases."""
+    """Agreement, mean and worst regret of the advisor and of each fixed rule over the cases."""
     choosers = {"advise": lambda case: case["advised"]}
     choosers |= {name: (lambda case, rule=rule: rule(case["profile"])) for name, rule in FIXED_RULES.items()}
     summary = {}
@@ -148,6 +160,7 @@ def summarise(cases: list[dict]) -> dict:
             "cases": len(regrets),
             "agreement": sum(r <= AGREEMENT_POINTS for r in regrets) / len(regrets) if regrets else None,
             "mean_regret": statistics.fmean(regrets) if regrets else None,
+            "worst_regret": max(regrets) if regrets else None,
         }
     return summary
 
@@ -170,14 +183,30 @@ def print_tables(cases: list[dict], summary: dict, strategies: list[str], consol
             f"{shift['early']:.2f}/{shift['middle']:.2f}/{shift['late']:.2f}",
         )  # fmt: skip
     console.print(table)
-    rules = Table(title=f"Choosers: advised within {AGREEMENT_POINTS * 100:.0f} pt of the best, mean regret")
-    for column in ("chooser", "cases", "agreement", "mean regret"):
+    rules = Table(
+        title=f"Choosers: within {AGREEMENT_POINTS * 100:.0f} pt of the best, mean and worst regret"
+    )
+    for column in CHOOSER_COLUMNS:
         rules.add_column(column)
-    for name, row in summary.items():
-        agreement = "-" if row["agreement"] is None else f"{row['agreement']:.0%}"
-        mean = "-" if row["mean_regret"] is None else f"{row['mean_regret']:.3f}"
-        rules.add_row(name, str(row["cases"]), agreement, mean)
+    for row in chooser_rows(summary):
+        rules.add_row(*row)
     console.print(rules)
+
+
+CHOOSER_COLUMNS = ("chooser", "cases", "within 1 pt of the best", "mean regret", "worst regret")
+
+
+def chooser_rows(summary: dict) -> list[list[str]]:
+    """The chooser table's cells, one row per chooser."""
+
+    def number(value: float | None, style: str) -> str:
+        return "-" if value is None else format(value, style)
+
+    return [
+        [name, str(row["cases"]), number(row["agreement"], ".0%"), number(row["mean_regret"], ".3f"),
+         number(row["worst_regret"], ".3f")]
+        for name, row in summary.items()
+    ]  # fmt: skip
 
 
 def markdown(cases: list[dict], summary: dict, strategies: list[str]) -> str:
@@ -205,11 +234,8 @@ def markdown(cases: list[dict], summary: dict, strategies: list[str]) -> str:
             + f" | {case['profile']['label_overlap']:.0%} | {shift['early']:.2f}/{shift['middle']:.2f}/"
             f"{shift['late']:.2f} ({shift['overall']:.2f}) |"
         )
-    lines += ["", "| chooser | cases | within 1 pt of the best | mean regret |", "|---|---|---|---|"]
-    for name, row in summary.items():
-        agreement = "-" if row["agreement"] is None else f"{row['agreement']:.0%}"
-        mean = "-" if row["mean_regret"] is None else f"{row['mean_regret']:.3f}"
-        lines.append(f"| {name} | {row['cases']} | {agreement} | {mean} |")
+    lines += ["", "| " + " | ".join(CHOOSER_COLUMNS) + " |", "|" + "---|" * len(CHOOSER_COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in chooser_rows(summary)]
     return "\n".join(lines) + "\n"
 
 
@@ -226,6 +252,12 @@ def training_subset(data: str, images: int, out: Path) -> str:
         partial.rename(out)  # write_yolo_dataset records the absolute root: rewrite it for the final folder
         yaml_path.write_text(yaml_path.read_text().replace(str(partial.resolve()), str(out.resolve())))
     return str(yaml_path)
+
+
+def sized_case(name: str, data: str, images: int, out: Path, make: bool) -> tuple[str, str]:
+    """The data-size case ``<name>-n<images>`` and its training subset (made unless ``make`` is False)."""
+    label, folder = f"{name}-n{images}", out / "subsets" / f"{name}-n{images}"
+    return label, training_subset(data, images, folder) if make else str(folder / "data.yaml")
 
 
 def quick_cases(out: Path) -> list[tuple[str, str]]:
@@ -251,8 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         "(default: 30,100; --quick: 8)",
     )
     parser.add_argument(
-        "--train-images", type=int, default=None,
-        help="data-size cases: train on this many images drawn at random (seed 0), same val split",
+        "--train-images", default="all",
+        help="comma-separated data sizes: 'all' (the whole train split) or N training images drawn at "
+        "random (seed 0), scored on the same val split",
     )  # fmt: skip
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
@@ -282,18 +315,16 @@ def main(argv: list[str] | None = None) -> int:
         weights = args.weights or str(shipped_weights())
     else:
         datasets = [(name, str(shared / DATASETS[name])) for name in args.datasets.split(",")]
-    if args.train_images:
-        datasets = [
-            (
-                f"{name}-n{args.train_images}",
-                training_subset(data, args.train_images, out / "subsets" / f"{name}-n{args.train_images}"),
-            )
-            for name, data in datasets
-        ]
+    datasets = [
+        (name, data) if size == "all" else sized_case(name, data, int(size), out, make=not args.report_only)
+        for size in args.train_images.split(",")
+        for name, data in datasets
+    ]
     console = Console()
     cases = [
         run_case(name, data, weights, budget, args, console) for budget in budgets for name, data in datasets
     ]
+    cases = [case for case in cases if case is not None]
     summary = summarise(cases)
     (out / "study.json").write_text(json.dumps({"cases": cases, "summary": summary}, indent=2))
     (out / "study.md").write_text(markdown(cases, summary, args.strategies))

@@ -64,3 +64,27 @@ def test_advise_shows_bars_for_images_measured_and_strategies_timed(data, monkey
     assert steps.description.startswith("strategies timed") and steps.completed == steps.total > 0
     columns = [type(column).__name__ for column in progress.columns]
     assert "TimeRemainingColumn" in columns and "MofNCompleteColumn" in columns
+
+
+def test_reapply_rules_recommends_from_saved_measurements_without_measuring_again(data, monkeypatch):
+    saved = json.loads(json.dumps(advise(data, DEMO, imgsz=64, max_images=8, budget="time=1")))
+    monkeypatch.setattr(advise_package, "advise", None)  # nothing is measured again
+    again = advise_package.reapply_rules(saved)
+    assert again["recommendation"] == saved["recommendation"] and again["notes"] == saved["notes"]
+
+    def with_fit(full: int, freeze: int) -> dict:
+        fit = json.loads(json.dumps(saved))
+        fit["compute"]["strategies"]["full"]["epochs_fit"] = full
+        fit["compute"]["strategies"]["freeze"]["epochs_fit"] = freeze
+        return advise_package.reapply_rules(fit)["recommendation"]
+
+    bound, roomy = with_fit(full=6, freeze=10), with_fit(full=60, freeze=100)
+    assert bound["strategy"] == "freeze"
+    assert bound["reasons"]["strategy"]["rule"].startswith("time budget fits <= 10 epochs of full FT")
+    assert not roomy["reasons"]["strategy"]["rule"].startswith("time budget fits")
+
+
+def test_reapply_rules_reads_the_model_size_from_the_checkpoint_for_older_files(data):
+    saved = advise(data, DEMO, imgsz=64, max_images=8, budget="epochs=30", compute=False)
+    older = saved | {"settings": {k: v for k, v in saved["settings"].items() if k != "model_size"}}
+    assert advise_package.reapply_rules(older)["recommendation"] == saved["recommendation"]

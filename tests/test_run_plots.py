@@ -90,13 +90,14 @@ def test_compare_counter_eta(monkeypatch):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    """One epoch of a two-phase strategy at 64 px on 16 synthetic images (training from scratch)."""
+    """One epoch of a two-phase strategy at 64 px on 16 synthetic images (training from scratch); the first
+    phase sets its own batch (8, the run's is 4)."""
     root = tmp_path_factory.mktemp("run")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("YOLO_TRANSFER_CACHE", str(root / "cache"))
         data_yaml = make_domain(root / "data", "target", n_images=16, imgsz=64, seed=0)
         data = load_dataset(data_yaml)
-        strategy = Strategy("two", "", [Phase("head", trainable=["head"], epochs=1), Phase("all")])
+        strategy = Strategy("two", "", [Phase("head", trainable=["head"], epochs=1, batch=8), Phase("all")])
         config = TrainConfig(
             data=str(data_yaml), out=root / "out", epochs=2, imgsz=64, batch=4, workers=0, hyp="low"
         )
@@ -122,7 +123,8 @@ def test_finished_run_folder_holds_the_plots(finished_run):
 
 def test_final_plots_forward_half_a_training_batch_at_a_time(finished_run):
     """Like validation, the plots after the last epoch run the model on 2 of the val loader's 3 images at a
-    time (batch 4): a bigger forward would make them the run's memory peak."""
+    time (half the run's batch 4, whatever the first phase's batch): a bigger forward would make them the
+    run's memory peak."""
     _, _, forwards = finished_run
     last_training = max(i for i, (training, _) in enumerate(forwards) if training)
     after = [images for _, images in forwards[last_training + 1 :]]

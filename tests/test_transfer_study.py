@@ -1,6 +1,7 @@
 """The transfer study's bookkeeping: regret, agreement of the advice and fixed rules, the Markdown table."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from yolo_transfer.strategies import load_strategy
 
 STUDY_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "transfer_study.py"
 STUDY_RECIPES = sorted(STUDY_PATH.parent.glob("*/*.yaml"))  # candidates docs/advisor-study.md measured
+DEMO = STUDY_PATH.parents[1] / "yolo_transfer" / "assets" / "demo_yolov5n_source.safetensors"
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +57,10 @@ def test_regret_is_best_minus_choice_and_none_when_not_run(study):
 
 def test_agreement_counts_choices_within_one_point(study):
     summary = study.summarise(CASES)
-    assert summary["advise"] == {"cases": 2, "agreement": 1.0, "mean_regret": 0.0}
+    assert summary["advise"] == {"cases": 2, "agreement": 1.0, "mean_regret": 0.0, "worst_regret": 0.0}
     assert summary["always full"]["agreement"] == 0.5
     assert summary["always full"]["mean_regret"] == pytest.approx(0.01)
+    assert summary["always full"]["worst_regret"] == pytest.approx(0.02)
     # staged is within 1 point in both cases (0.5 and 0.8 points behind)
     assert summary["always staged (fastai fine_tune)"]["agreement"] == 1.0
     assert summary["always yolov5-default"]["agreement"] == 0.0
@@ -67,7 +70,7 @@ def test_agreement_counts_choices_within_one_point(study):
 
 def test_a_chooser_whose_strategy_never_ran_counts_no_case(study):
     summary = study.summarise([case("x", {"full": 0.3}, "full", 0.1)])
-    never_ran = {"cases": 0, "agreement": None, "mean_regret": None}
+    never_ran = {"cases": 0, "agreement": None, "mean_regret": None, "worst_regret": None}
     assert summary["always freeze (yolov5 --freeze 10)"] == never_ran
 
 
@@ -78,6 +81,7 @@ def test_markdown_marks_the_best_and_lists_every_chooser(study):
     assert "| near e30 | 0.400 | 0.480 | **0.500** | 0.492 | freeze | 0.000 |" in rows[3]
     for chooser in study.summarise(CASES):
         assert any(row.startswith(f"| {chooser} | 2 |") for row in rows), chooser
+    assert "| always full | 2 | 50% | 0.010 | 0.020 |" in rows
 
 
 def test_training_subset_keeps_n_random_train_images_and_the_whole_val_split(study, tmp_path):
@@ -120,3 +124,31 @@ def test_a_time_case_shows_the_epochs_each_strategy_fitted(study, tmp_path):
         run.mkdir(parents=True)
         (run / "plan.json").write_text(f'{{"epochs": {epochs}}}')
     assert study.planned_epochs(tmp_path, ["full", "freeze", "staged"], [0]) == {"full": 5, "freeze": 9}
+
+
+def test_report_only_tabulates_finished_runs_over_seeds_with_todays_rules_and_skips_the_rest(study, tmp_path):
+    """--report-only trains and measures nothing: scores are means over the seeds that finished, the advice is
+    today's rules applied to the saved measurements, and cases without a finished run are left out."""
+    from yolo_transfer.advise import advise
+    from yolo_transfer.data.synthetic import make_domain
+
+    data = make_domain(tmp_path / "data", "target", n_images=12, imgsz=64, seed=3)
+    advice = advise(data, DEMO, imgsz=64, max_images=8, budget="epochs=30", compute=False)
+    case_dir = tmp_path / "study" / "raccoon-e30"
+    for strategy, seed, score in (("full", 0, 0.50), ("full", 1, 0.40), ("freeze", 0, 0.42)):
+        run = case_dir / "runs" / f"{strategy}-s{seed}"
+        run.mkdir(parents=True)
+        summary = {"best": {"epoch": 29, "map50_95": score}, "epochs": 30}
+        (run / "summary.json").write_text(json.dumps(summary))
+    stale = advice | {"recommendation": advice["recommendation"] | {"strategy": "stale"}}  # older rules
+    (case_dir / "advise.json").write_text(json.dumps(stale))
+
+    argv = ["--shared", str(tmp_path / "absent"), "--out", str(tmp_path / "study"), "--budgets", "30"]
+    argv += ["--datasets", "raccoon,bccd", "--train-images", "all,50", "--seeds", "0,1"]
+    assert study.main([*argv, "--strategies", "full,freeze", "--report-only"]) == 0
+
+    (case,) = json.loads((tmp_path / "study" / "study.json").read_text())["cases"]
+    assert case["case"] == "raccoon e30"
+    assert case["scores"] == {"full": pytest.approx(0.45), "freeze": pytest.approx(0.42)}
+    assert case["advised"] == advice["recommendation"]["strategy"]
+    assert not (tmp_path / "study" / "subsets").exists()

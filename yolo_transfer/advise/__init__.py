@@ -18,10 +18,11 @@ from rich.console import Console
 
 from yolo_transfer.advise.rules import NOTES, Profile, recommend
 from yolo_transfer.callable_module import ApiSubpackage
+from yolo_transfer.engine.budget import Budget, epochs_for_images, parse_budget
 from yolo_transfer.engine.train_progress import counting_bars
 from yolo_transfer.errors import ConfigError
 
-__all__ = ["advise", "advise_command", "recommend_strategy"]
+__all__ = ["advise", "advise_command", "reapply_rules", "recommend_strategy"]
 
 BATCH = 16  # images per forward pass when measuring
 TIMING_BATCH = 8  # images per timed training step (seconds per image hardly depend on it on a CPU)
@@ -51,7 +52,6 @@ def advise(
     """
     from yolo_transfer.advise import measure
     from yolo_transfer.data import build_dataloader, load_dataset, load_hyp
-    from yolo_transfer.engine.budget import parse_budget
     from yolo_transfer.models import load_model
 
     start = time.perf_counter()
@@ -85,21 +85,51 @@ def advise(
 
             timings = _time_strategies(model, dataset, imgsz, device, budget_s, on_step)
     seconds["compute"] = time.perf_counter() - start - seconds["load"] - seconds["measure"]
-    profile = _profile(scale, labels, probe, timings, metadata, parsed, target_map, imgsz)
-    rec = recommend(profile)
-    return {
+    measured = {
         "data": str(data),
         "weights": str(weights),
-        "settings": {"imgsz": imgsz, "max_images": max_images, "device": device, "budget": budget},
+        "settings": {
+            "imgsz": imgsz,
+            "max_images": max_images,
+            "device": device,
+            "budget": budget,
+            "target_map": target_map,
+            "model_size": _model_size(metadata),
+        },
         "scale": scale,
         "labels": labels,
         "shift": probe["shift"],
         "objectness": probe["objectness"],
         "compute": timings,
-        "recommendation": rec.to_dict()
-        | {"command": rec.command(str(data), str(weights), imgsz=imgsz, device=device)},
+    }
+    return _advice(measured) | {"seconds": seconds | {"total": time.perf_counter() - start}}
+
+
+def reapply_rules(saved: dict) -> dict:
+    """A saved ``advise.json`` with today's rule table applied to its measurements: nothing is read or timed
+    again, so a changed rule can be checked against earlier measurements (the transfer study's reports)."""
+    settings = saved["settings"]
+    if "model_size" not in settings:  # written before the size was saved: read it from the checkpoint
+        from yolo_transfer.models import load_model
+
+        settings = settings | {"model_size": _model_size(load_model(saved["weights"])[1])}
+    budget = settings["budget"]
+    if budget is not None and parse_budget(budget).kind == "time" and saved["compute"] is None:
+        raise ConfigError(f"{saved['data']}: the saved advice has no timings for its time budget {budget}")
+    return saved | _advice(saved | {"settings": settings})
+
+
+def _advice(measured: dict) -> dict:
+    """The measurements with the rule table's recommendation (and its command) and the notes that apply."""
+    settings = measured["settings"]
+    budget = parse_budget(settings["budget"]) if settings["budget"] else None
+    profile = _profile(measured, budget)
+    rec = recommend(profile)
+    data, weights = measured["data"], measured["weights"]
+    command = rec.command(data, weights, imgsz=settings["imgsz"], device=settings["device"])
+    return measured | {
+        "recommendation": rec.to_dict() | {"command": command},
         "notes": [note.render(profile) for note in NOTES if note.predicate(profile)],
-        "seconds": seconds | {"total": time.perf_counter() - start},
     }
 
 
@@ -141,10 +171,10 @@ def _adapted(model, names: list[str]):
     return adapted
 
 
-def _profile(scale, labels, probe, timings, metadata, budget, target_map, imgsz) -> Profile:
-    """The flat summary of the measurements that the rule table reads."""
-    from yolo_transfer.engine.budget import epochs_for_images
-
+def _profile(measured: dict, budget: Budget | None) -> Profile:
+    """The flat summary of the measurements (``advise()``'s result without the advice) that the rule table
+    reads."""
+    scale, settings = measured["scale"], measured["settings"]
     budget_epochs = None
     if budget is not None and budget.kind == "epochs":
         budget_epochs = int(budget.value)
@@ -152,8 +182,9 @@ def _profile(scale, labels, probe, timings, metadata, budget, target_map, imgsz)
         budget_epochs = epochs_for_images(budget, scale["images"])
     epochs_fit = None
     if budget is not None and budget.kind == "time":
-        epochs_fit = {name: entry["epochs_fit"] for name, entry in timings["strategies"].items()}
-    shift = probe["shift"]
+        strategies = measured["compute"]["strategies"]
+        epochs_fit = {name: entry["epochs_fit"] for name, entry in strategies.items()}
+    shift = measured["shift"]
     return Profile(
         images=scale["images"],
         val_images=scale["val_images"],
@@ -162,18 +193,18 @@ def _profile(scale, labels, probe, timings, metadata, budget, target_map, imgsz)
         smallest_class=scale["smallest_class"]["name"],
         max_class_instances=max(scale["instances_per_class"].values()),
         background_fraction=scale["background_fraction"],
-        label_overlap=labels["fraction"],
+        label_overlap=measured["labels"]["fraction"],
         shift_early=shift["early"],
         shift_middle=shift["middle"],
         shift_late=shift["late"],
         shift_overall=shift["overall"],
-        objectness=probe["objectness"]["mean_top_k"],
+        objectness=measured["objectness"]["mean_top_k"],
         anchor_fit=scale["box_sizes"]["anchor_fit"],
-        model_size=_model_size(metadata),
-        imgsz=imgsz,
+        model_size=settings["model_size"],
+        imgsz=settings["imgsz"],
         budget_epochs=budget_epochs,
         epochs_fit=epochs_fit,
-        target_map=target_map,
+        target_map=settings.get("target_map"),
     )
 
 

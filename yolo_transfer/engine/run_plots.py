@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator
 
 from yolo_transfer.data import LoadedDataset, Sample, build_dataloader
 from yolo_transfer.engine.batch_plots import MAX_TILES, label_boxes, plot_batch
-from yolo_transfer.engine.evaluate import evaluate, forward_in_parts, validation_forward_batch
+from yolo_transfer.engine.evaluate import evaluate, forward_in_parts
 from yolo_transfer.engine.host_memory import release_free_heap
 from yolo_transfer.engine.outputs import write_figure, write_optional
 from yolo_transfer.engine.postprocess import non_max_suppression
@@ -93,9 +93,11 @@ def write_run_plots(
     imgsz: int,
     batch: int,
     seed: int,
+    forward_batch: int,
 ) -> list[Path]:
-    """Write every plot of the finished run into ``out_dir`` (``hyp``, ``batch``: the first phase's); returns
-    those written. A plot that cannot be written is a warning: the run's weights and numbers are saved."""
+    """Write every plot of the finished run into ``out_dir`` (``hyp``, ``batch``: the first phase's; the model
+    sees ``forward_batch`` images at a time, as in validation); returns those written. A plot that cannot be
+    written is a warning: the run's weights and numbers are saved."""
     out_dir = Path(out_dir)
     plots = {
         out_dir / "results.png": lambda path: plot_results(rows, path),
@@ -106,7 +108,6 @@ def write_run_plots(
         boxes = label_boxes(targets, len(images), images.shape[2:])
         plots[out_dir / f"train_batch{index}.jpg"] = partial(plot_batch, images, boxes, data.names)
     model, _ = load_model(out_dir / "weights" / "best.safetensors")
-    forward_batch = validation_forward_batch(batch)  # half a training batch, as validation: no new peak
     curves = evaluate(
         model, val_loader, data.names, device=device, plots_dir=out_dir, forward_batch=forward_batch
     )["plots"]

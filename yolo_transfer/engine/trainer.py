@@ -155,6 +155,7 @@ class Trainer:
             self.out, self.progress.rows, self.data, self.val_loader, self.device,
             hyp=phase_hyp(self.hyp, self.strategy.phases[0]), imgsz=self.config.imgsz,
             batch=self.progress.phases[0]["batch"], seed=self.config.seed,
+            forward_batch=validation_forward_batch(self.config.batch),  # as validation: no new memory peak
         )  # fmt: skip
         self.console.print(f"plots in {self.out}: {', '.join(path.name for path in plots)}")
         if self.tensorboard is not None:
