@@ -44,6 +44,7 @@ def shift(early: float, middle: float, late: float) -> dict[str, float]:
     return {"shift_early": early, "shift_middle": middle, "shift_late": late, "shift_overall": overall}
 
 
+RACCOON = shift(0.05, 0.09, 0.17)  # the shift measured on raccoon (natural photos) at 320 px
 LARGE = {"images": 5000, "min_class_instances": 4000, "val_images": 1000}
 
 # (profile, expected strategy, the rule's condition that must have decided it)
@@ -66,6 +67,12 @@ STRATEGY_CASES = [
     (profile(epochs_fit={"full": 10, "freeze": 15}), "freeze", "time budget fits <= 10 epochs"),  # raccoon t1
     (profile(epochs_fit={"full": 11, "freeze": 16}), "full", "otherwise"),
     (profile(epochs_fit={"full": 4, "freeze": 4}), "full", "otherwise"),
+    (profile(label_overlap=0.0, **RACCOON), "staged", "low shift, from the first layers"),
+    (profile(label_overlap=0.0, **shift(0.05, 0.18, 0.27)), "staged", "low shift"),  # license_plates
+    (profile(label_overlap=0.0, **shift(0.20, 0.22, 0.25)), "full", "otherwise"),  # aerial_maritime
+    (profile(**shift(0.05, 0.3, 0.4)), "full", "otherwise"),  # COCO-like pixels, but far in the later layers
+    (profile(images=60, **RACCOON), "freeze", "tiny data, low shift"),  # raccoon-n50
+    (profile(epochs_fit={"full": 10, "freeze": 15}, **RACCOON), "freeze", "time budget fits"),
 ]
 
 
@@ -353,9 +360,12 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     far = recommend(profile(label_overlap=0.0, **shift(HIGH, HIGH, HIGH)))
     assert far.strategy.rule == "high shift"
     assert "docs/advisor-study.md" in far.strategy.source and "bccd" in far.strategy.source
-    near = recommend(profile())
-    assert near.strategy.rule == "otherwise"
+    near = recommend(profile(**RACCOON))
+    assert near.strategy.rule.startswith("low shift")
     assert "raccoon" in near.strategy.source and "license_plates" in near.strategy.source
+    assert "early-layer shift 0.05 < 0.1" in near.strategy.reason
+    middle = recommend(profile())
+    assert middle.strategy.rule == "otherwise" and "aerial_maritime" in middle.strategy.source
     tiny = recommend(profile(images=50, **shift(LOW, LOW, LOW)))
     assert tiny.strategy.rule.startswith("tiny data") and "raccoon-n50" in tiny.strategy.source
     bound = recommend(profile(epochs_fit={"full": 6, "freeze": 10}, **shift(HIGH, HIGH, HIGH)))

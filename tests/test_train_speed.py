@@ -1,10 +1,12 @@
 """The trainer's speed measures change nothing but speed: channels_last and BN-folded frozen layers give the
-plain path's loss and gradients, frozen weights and BN buffers stay bit-identical, the multi-tensor optimizer
-and EMA equal their loops; --val-every, the RAM cache choice and the loading line."""
+plain path's loss and gradients, frozen weights and BN buffers stay bit-identical, a frozen first layer lets
+the batch go before the loss, the multi-tensor optimizer and EMA equal their loops; --val-every, the RAM cache
+choice and the loading line."""
 
 import copy
 import csv
 import math
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from yolo_transfer.data import load_dataset, load_hyp
 from yolo_transfer.data.synthetic import make_domain
 from yolo_transfer.data.validate import Sample
 from yolo_transfer.engine import loading_plan
+from yolo_transfer.engine.device import training_input
 from yolo_transfer.engine.ema import ModelEMA
 from yolo_transfer.engine.evaluate import validation_forward_batch
 from yolo_transfer.engine.fused_frozen import fused_prefix
@@ -96,6 +99,21 @@ def test_channels_last_and_folded_prefix_give_the_plain_first_step(strategy):
             assert (a.float() - b.float()).norm() <= 1e-3 * a.float().norm() + 1e-6, name
 
 
+@pytest.mark.parametrize("prefix", [0, 10])
+def test_training_input_is_the_scaled_batch_and_a_frozen_first_layer_lets_it_go(prefix):
+    batch = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    inputs = training_input(batch, torch.device("cpu"), torch.channels_last)
+    assert inputs.dtype == torch.float32 and inputs.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(inputs, batch.float() / 255)
+    model = build_model("yolov5n", nc=3).to(memory_format=torch.channels_last)
+    alive = weakref.ref(inputs)
+    preds = model(inputs, no_grad_prefix=prefix)
+    del inputs  # what the trainer does after the forward
+    # all trainable: the first conv keeps its input for the weight gradient; frozen: nothing keeps it
+    assert (alive() is None) == (prefix > 0)
+    sum(p.sum() for p in preds).backward()
+
+
 def test_folding_needs_frozen_statistics():
     model = _model_with_real_bn_statistics()
     assert fused_prefix(model, 10, "train") is None  # BN in train mode: its statistics still move
@@ -142,7 +160,17 @@ def test_frozen_run_keeps_backbone_bit_identical_and_validates_every_second_epoc
     releases, forward_sizes = [], []
     monkeypatch.setattr("yolo_transfer.engine.trainer.release_free_heap", lambda: releases.append(1))
     trainer.ema.ema.register_forward_pre_hook(lambda module, args: forward_sizes.append(len(args[0])))
+    inputs, input_alive_at_loss = [], []  # the frozen first layer lets the batch go before loss and backward
+    model.register_forward_pre_hook(lambda module, args: inputs.append(weakref.ref(args[0])))
+    compute_loss = trainer.compute_loss
+
+    def loss_noting_the_input(*args):
+        input_alive_at_loss.append(inputs[-1]() is not None)
+        return compute_loss(*args)
+
+    trainer.compute_loss = loss_noting_the_input
     summary = trainer.fit()
+    assert input_alive_at_loss and not any(input_alive_at_loss)
     assert len(releases) == 2  # the heap's free pages go back after each of the two validations
     assert max(forward_sizes) == validation_forward_batch(config.batch) == config.batch // 2  # half batches
 

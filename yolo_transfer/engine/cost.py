@@ -30,7 +30,7 @@ from torch import nn
 
 from yolo_transfer.data import build_dataloader
 from yolo_transfer.engine.budget import epochs_within, schedule_seconds
-from yolo_transfer.engine.device import training_memory_format
+from yolo_transfer.engine.device import training_input, training_memory_format
 from yolo_transfer.engine.ema import ModelEMA
 from yolo_transfer.engine.evaluate import evaluate, validation_forward_batch
 from yolo_transfer.engine.fused_frozen import fused_prefix
@@ -128,7 +128,7 @@ def measure_costs(
             cache_ram=plan.cache,
         )  # fmt: skip
         load_s, (images, targets) = _loader_seconds(loader, repeats)
-        images = (images.to(device).float() / 255).contiguous(memory_format=memory_format)
+        images = training_input(images, device, memory_format)
         targets = targets.to(device)
         detect = model.detect
         compute_loss = ComputeLoss(model, scale_loss_gains(hyp, detect.nl, detect.nc, imgsz))

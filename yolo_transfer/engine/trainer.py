@@ -23,7 +23,13 @@ from rich.progress import Progress
 from yolo_transfer.data import LoadedDataset, build_dataloader, load_dataset, load_hyp
 from yolo_transfer.engine import run_log
 from yolo_transfer.engine.autobatch import auto_batch_size
-from yolo_transfer.engine.device import device_info, seed_everything, select_device, training_memory_format
+from yolo_transfer.engine.device import (
+    device_info,
+    seed_everything,
+    select_device,
+    training_input,
+    training_memory_format,
+)
 from yolo_transfer.engine.distributed import Distributed, launch, launched, session
 from yolo_transfer.engine.ema import ModelEMA
 from yolo_transfer.engine.evaluate import evaluate, validation_forward_batch
@@ -366,11 +372,10 @@ class Trainer:
     def _train_step(self, active: ActivePhase, images, targets, iteration: int) -> torch.Tensor:
         """Forward, loss, backward; an optimizer step (clip, EMA) once ``accumulate`` batches are in."""
         timer = self.timer
-        with timer.section("forward"):
-            images = images.to(self.device, non_blocking=True).float().div_(255)
-            images = images.contiguous(memory_format=self.memory_format)
-            with torch.autocast(self.device.type, enabled=self.amp):
-                preds = self.dist.net(images, no_grad_prefix=active.prefix, stand_ins=active.stand_ins)
+        with timer.section("forward"), torch.autocast(self.device.type, enabled=self.amp):
+            inputs = training_input(images, self.device, self.memory_format)
+            preds = self.dist.net(inputs, no_grad_prefix=active.prefix, stand_ins=active.stand_ins)
+            del inputs  # a frozen first layer keeps no reference: loss and backward run without it
         with timer.section("loss"), torch.autocast(self.device.type, enabled=self.amp):
             loss, items = self.compute_loss(preds, targets.to(self.device, non_blocking=True))
             if self.l2sp is not None:  # scaled like the loss, which is a mean times the batch size
