@@ -119,6 +119,22 @@ def test_set_schedule_scales_each_group(yolov5n):
     assert sorted({round(g["lr"], 8) for g in optimizer.param_groups}) == [0.0025, 0.005]
 
 
+def test_steady_modules_skip_the_warmup(yolov5n):
+    """Modules in ``steady`` get groups of their own that run at the scheduled LR and momentum at once."""
+    optimizer = build_optimizer(yolov5n, "SGD", lr0=0.01, steady=set(range(10, 25)))
+    owner = {id(p): i for i, module in enumerate(yolov5n.model) for p in module.parameters()}
+    assert [g["warmup"] for g in optimizer.param_groups] == [True] * 3 + [False] * 3
+    for group in optimizer.param_groups:
+        assert {owner[id(p)] >= 10 for p in group["params"]} == {not group["warmup"]}
+    set_schedule(optimizer, lf_value=1.0, lr0=0.01, iteration=0, warmup_iters=100, hyp=HYP)
+    for group in optimizer.param_groups:
+        if group["warmup"]:
+            assert group["lr"] == pytest.approx(0.1 if group["group_kind"] == "bias" else 0.0)
+            assert group["momentum"] == pytest.approx(0.8)
+        else:
+            assert (group["lr"], group["momentum"]) == (pytest.approx(0.01), pytest.approx(0.937))
+
+
 def test_ema_decay_ramp_and_float_only_update():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
     ema = ModelEMA(model)

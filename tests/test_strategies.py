@@ -126,6 +126,7 @@ def test_unknown_strategy_and_missing_file(tmp_path) -> None:
         ("name: x\nphases:\n  - {name: a, batch: 0}\n", "batch must be a positive integer or 'auto'"),
         ("name: x\nphases:\n  - {name: a, warmup_min_iterations: -1}\n", "warmup_min_iterations must"),
         ("name: x\nphases:\n  - {name: a, warmup_min_iterations: 2.5}\n", "warmup_min_iterations must"),
+        ("name: x\nphases:\n  - {name: a, warmup_modules: head}\n", "warmup_modules must be all or new"),
         ("name: x\nphases:\n  - {name: a, frozen: [backbone]}\n", "unknown key.*frozen"),
         ("name: x\nphases:\n  - {name: a}\n  - {name: b}\n", "phase 'a' needs epochs or plateau"),
         ("name: x\nphases:\n  - {name: a, epochs: 1}\n  - {name: a}\n", "phase names must be unique"),
@@ -522,6 +523,46 @@ def test_warmup_floor_of_a_phase(tiny_run, tmp_path, floor: int | None, warmed_b
     assert (lr_epoch_2 == pytest.approx(scheduled)) is warmed_by_epoch_2
     if not warmed_by_epoch_2:
         assert lr_epoch_2 < scheduled * 0.1  # 6 of 100 warmup iterations done
+
+
+def test_warmup_of_the_newly_trainable_modules_only(tiny_run, tmp_path) -> None:
+    """``warmup_modules: new``: when everything unfreezes, only the backbone (new to training) re-warms; neck
+    and head go on at the scheduled LR and momentum from the phase's first batch, at the nominal batch."""
+    path = tmp_path / "carry.yaml"
+    path.write_text(
+        "name: carry\ndescription: x\nphases:\n"
+        "  - {name: frozen-backbone, trainable: [neck, head], epochs: 1}\n"
+        "  - {name: all, trainable: [all], lr0: 0.002, epochs: 1, warmup_epochs: 1.0, warmup_modules: new}\n"
+    )
+    seen = []
+    real_step = trainer_module.Trainer._train_step
+
+    def watch_step(self, active, images, targets, iteration):
+        owner = {id(p): i for i, module in enumerate(self.model.model) for p in module.parameters()}
+        groups = [
+            ({owner[id(p)] for p in g["params"]}, g["warmup"], g["group_kind"], g["lr"], g["momentum"])
+            for g in active.optimizer.param_groups
+        ]
+        seen.append((active.index, iteration, self.progress.accumulate, groups, set(owner.values())))
+        return real_step(self, active, images, targets, iteration)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer_module.Trainer, "_train_step", watch_step)
+        train(tiny_config(tiny_run, "carry", epochs=2), load_strategy(path, epochs=2))
+    hyp = load_hyp("low")
+    ((first, learning),) = [(groups, held) for index, i, _, groups, held in seen if (index, i) == (1, 0)]
+    steady = set().union(*(modules for modules, warms, *_ in first if not warms))
+    assert steady == {i for i in learning if i >= 10}  # the neck and head modules with parameters
+    assert set().union(*(modules for modules, warms, *_ in first if warms)) == {i for i in learning if i < 10}
+    for _, warms, kind, lr, momentum in first:
+        if warms:  # the backbone starts its ramp as every module of built-in `staged` does
+            assert lr == pytest.approx(hyp["warmup_bias_lr"] if kind == "bias" else 0.0)
+            assert momentum == pytest.approx(hyp["warmup_momentum"])
+        else:
+            assert (lr, momentum) == (pytest.approx(0.002), pytest.approx(hyp["momentum"]))
+    accumulate = {index: {a for i, _, a, *_ in seen if i == index} for index in (0, 1)}
+    assert 1 in accumulate[0]  # the first phase's warmup ramps the accumulation from one batch
+    assert accumulate[1] == {64 // 8}  # the second keeps the nominal 64 images per step
 
 
 def test_ema_continues_across_phases(two_phase_run) -> None:

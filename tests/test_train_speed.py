@@ -84,7 +84,9 @@ def test_channels_last_and_folded_prefix_give_the_plain_first_step(strategy):
     loss, grads = _loss_and_grads(plain, images, targets, prefix)
     fast_loss, fast_grads = _loss_and_grads(fast, images, targets, prefix, stand_ins, torch.channels_last)
 
-    assert torch.allclose(fast_loss, loss, rtol=1e-5), (fast_loss, loss)
+    # The folded prefix rounds differently from conv + BN: the loss moved 2.4e-5 relative on an AVX-512 host
+    # (under 1e-5 on others); a wrong fold or layout moves it by O(1).
+    assert torch.allclose(fast_loss, loss, rtol=1e-4), (fast_loss, loss)
     assert grads.keys() == fast_grads.keys() and grads
     assert not any(name.startswith(BACKBONE) for name in grads) or strategy == "full"
     # Each tensor relative to its norm. The prefix's features agree to ~5e-7; the training layers' BN over a

@@ -86,7 +86,9 @@ STUDY = "yolo-transfer transfer study (docs/advisor-study.md, benchmarks/transfe
 STUDY_FAR = (
     f"{STUDY}: shift >= {HIGH_SHIFT}, 30 epochs, seeds 0 and 1 - bccd (0.77) full 0.589, staged 0.573, "
     "freeze 0.532 (both separated); dawn_fog (0.60) full 0.258, staged 0.246, freeze 0.236; 100 epochs, "
-    "bccd: full 0.619, staged 0.614, yolov5 defaults 0.604, freeze 0.579 (separated)"
+    "bccd: full 0.619, staged 0.614, yolov5 defaults 0.604, freeze 0.579 (separated); 50 images: bccd-n50 "
+    "full 0.419, staged 0.374, freeze 0.350 (separated), but dawn_fog-n50 (COCO classes) freeze 0.236, "
+    "staged 0.228, full 0.219 (not separated)"
 )
 STUDY_NEAR = (
     f"{STUDY}: early shift < {NEAR_EARLY_SHIFT} and shift < {LOW_SHIFT} - 30 epochs, seeds 0-2: raccoon "
@@ -96,7 +98,8 @@ STUDY_NEAR = (
 )
 STUDY_MIDDLE = (
     f"{STUDY}: shift between the near and far rows, 30 epochs, seeds 0 and 1 - aerial_maritime (early 0.20, "
-    "overall 0.23, 371 drone views) full 0.400, staged 0.381, freeze 0.330 (separated)"
+    "overall 0.23, 371 drone views) full 0.400, staged 0.381, freeze 0.330 (separated); with 50 of its "
+    "images full 0.162, staged 0.125, freeze 0.124 (both separated)"
 )
 STUDY_TINY = (
     f"{STUDY}: 50 training images, same val images, seeds 0 and 1 - raccoon-n50 (shift 0.11) staged 0.700, "

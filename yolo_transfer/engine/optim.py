@@ -58,21 +58,25 @@ def build_optimizer(
     weight_decay: float = 5e-4,
     module_lr_scales: dict[int, float] | None = None,
     undecayed: set[nn.Parameter] | None = None,
+    steady: set[int] | None = None,
 ) -> torch.optim.Optimizer:
     """An optimizer over the trainable parameters of ``model.model`` in the reference's groups.
 
     ``weight_decay`` is applied as given (scale it with :func:`scaled_weight_decay` first). Groups are ordered
     by LR scale, largest first, and within a scale as bias, decay, norm; empty groups are left out. Weights in
     ``undecayed`` (L2-SP's anchored ones) form a group of their own, kind ``decay`` but without weight decay.
+    Modules in ``steady`` get groups of their own, after the others of their scale, marked ``warmup: False``:
+    :func:`set_schedule` gives them the scheduled LR and momentum from the phase's first iteration.
     """
     scales = module_lr_scales or {}
     undecayed = undecayed or set()
-    by_scale: dict[float, dict[str, list[nn.Parameter]]] = {}
+    steady = steady or set()
+    by_group: dict[tuple[float, bool], dict[str, list[nn.Parameter]]] = {}
     for index, module in enumerate(model.model):
-        scale = float(scales.get(index, 1.0))
+        group = (float(scales.get(index, 1.0)), index in steady)
         for kind, param in _parameter_kinds(module):
             key = "anchored" if kind == "decay" and param in undecayed else kind
-            by_scale.setdefault(scale, {k: [] for k in (*GROUP_KINDS, "anchored")})[key].append(param)
+            by_group.setdefault(group, {k: [] for k in (*GROUP_KINDS, "anchored")})[key].append(param)
     groups = [
         {
             "params": params,
@@ -80,9 +84,10 @@ def build_optimizer(
             "weight_decay": weight_decay if key == "decay" else 0.0,
             "lr_scale": scale,
             "group_kind": "decay" if key == "anchored" else key,
+            "warmup": not is_steady,
         }
-        for scale in sorted(by_scale, reverse=True)
-        for key, params in by_scale[scale].items()
+        for scale, is_steady in sorted(by_group, key=lambda group: (-group[0], group[1]))
+        for key, params in by_group[scale, is_steady].items()
         if params
     ]
     if not groups:
@@ -156,13 +161,11 @@ def set_schedule(
     warmup_iters: int,
     hyp: dict,
 ) -> None:
-    """Set each group's LR (and SGD momentum) at ``iteration`` of a phase, epoch multiplier ``lf_value``."""
+    """Set each group's LR (and SGD momentum) at ``iteration`` of a phase, epoch multiplier ``lf_value``;
+    groups marked ``warmup: False`` skip the warmup."""
     for group in optimizer.param_groups:
-        base = scheduled_lr(
-            group["group_kind"], lr0 * lf_value, iteration, warmup_iters, hyp["warmup_bias_lr"]
-        )
+        warmup = warmup_iters if group.get("warmup", True) else 0
+        base = scheduled_lr(group["group_kind"], lr0 * lf_value, iteration, warmup, hyp["warmup_bias_lr"])
         group["lr"] = base * group["lr_scale"]
         if "momentum" in group:
-            group["momentum"] = scheduled_momentum(
-                hyp["momentum"], iteration, warmup_iters, hyp["warmup_momentum"]
-            )
+            group["momentum"] = scheduled_momentum(hyp["momentum"], iteration, warmup, hyp["warmup_momentum"])

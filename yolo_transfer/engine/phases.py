@@ -32,6 +32,7 @@ class ActivePhase:
     length: int  # most epochs the phase may run
     lf: Callable[[int], float]  # epoch in phase -> LR multiplier
     warmup: int  # warmup iterations
+    steady: frozenset[int] = frozenset()  # modules that skip the warmup (trained on from the previous phase)
     stand_ins: torch.nn.ModuleList | None = None  # BN-folded copies of the frozen prefix (fused_frozen.py)
 
 

@@ -85,6 +85,7 @@ from yolo_transfer.strategies.trainable import (
     apply_phase,
     module_lr_scales,
     recalibrate_bn,
+    resolve_modules,
     set_bn_mode,
 )
 
@@ -194,14 +195,16 @@ class Trainer:
         momentum = self.hyp["momentum"]
         params = dict(self.model.named_parameters())
         anchored = {params[name] for name in self.l2sp.anchor} if self.l2sp else set()
+        steady = self._steady_modules(index, trainable)
         optimizer = build_optimizer(
-            self.model, config.optimizer, lr0, momentum, weight_decay, scales, undecayed=anchored
+            self.model, config.optimizer, lr0, momentum, weight_decay, scales, anchored, steady
         )
         length = phase_length(phase, config.epochs, progress.epoch - progress.phase_epoch)
         active = ActivePhase(
             index, phase, trainable, prefix, batch, loader, optimizer, lr0, hyp, length,
             lf=lr_lambda(length, hyp["lrf"], config.cos_lr),
             warmup=warmup_iterations(hyp["warmup_epochs"], len(loader), phase.warmup_min_iterations),
+            steady=steady,
         )  # fmt: skip
         if fresh:
             self._begin_phase(active, trainable_params)
@@ -210,6 +213,13 @@ class Trainer:
         # after AdaBN and the resume: the frozen BN statistics are final now
         active.stand_ins = fused_prefix(self.model, prefix, phase.bn, self.memory_format)
         return active
+
+    def _steady_modules(self, index: int, trainable: list[int]) -> frozenset[int]:
+        """Modules that skip the phase's warmup: with ``warmup_modules: new``, the previous phase's."""
+        if self.strategy.phases[index].warmup_modules != "new" or index == 0:
+            return frozenset()
+        previous = resolve_modules(self.strategy.phases[index - 1].trainable, self.model)
+        return frozenset(trainable).intersection(previous)
 
     def _begin_phase(self, active: ActivePhase, trainable_params: int) -> None:
         phase, progress = active.phase, self.progress
@@ -232,6 +242,7 @@ class Trainer:
             + (f", {frozen} frozen with BN {phase.bn}" if frozen else "")
             + f"; lr0 {active.lr0:g}, batch {active.batch}, up to {active.length} epochs, "
             f"{active.warmup} warmup iterations"
+            + (f", modules {module_ranges(sorted(active.steady))} go on unwarmed" if active.steady else "")
         )
 
     def _resume_phase(self, active: ActivePhase, saved: tuple[dict, dict]) -> None:
@@ -343,9 +354,10 @@ class Trainer:
                 self.timer.add("data", time.perf_counter() - waited_from)
                 iteration = i + nb * progress.phase_epoch
                 images, targets = self._within_image_budget(images, targets)
-                progress.accumulate = warmup_accumulate(
-                    iteration, active.warmup, active.batch, progress.accumulate
-                )
+                if not active.steady:  # a phase that carries modules on at speed keeps the nominal batch
+                    progress.accumulate = warmup_accumulate(
+                        iteration, active.warmup, active.batch, progress.accumulate
+                    )
                 set_schedule(active.optimizer, lf, active.lr0, iteration, active.warmup, active.hyp)
                 items = self._train_step(active, images, targets, iteration)
                 mean_loss = (mean_loss * i + items) / (i + 1)

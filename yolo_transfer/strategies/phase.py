@@ -26,6 +26,7 @@ from yolo_transfer.errors import ConfigError
 from yolo_transfer.strategies.selection import SelectionItem, parse_item
 
 BN_MODES = ("frozen", "train", "recalibrate")
+WARMUP_MODULES = ("all", "new")  # which modules a phase's warmup ramps: every one, or those it unfreezes
 HEAD_INITS = ("transfer", "fresh")  # how the Detect output convs start for new classes (models/transfer.py)
 PLATEAU_KEYS = ("patience", "max_epochs", "min_delta")
 
@@ -43,6 +44,7 @@ class Phase:
     warmup_epochs: float | None = None  # the LR re-warms at the start of every phase
     warmup_min_iterations: int | None = None  # floor on the warmup's iterations (the reference's 100)
     warmup_bias_lr: float | None = None  # bias LR at the start of the warmup (hyp's, 0.1 in the reference)
+    warmup_modules: str = "all"  # "new": only modules the previous phase did not train re-warm
     epochs: int | float | None = None  # int epochs, or a float < 1 = fraction of the budget
     plateau: dict | None = None  # {"patience": P, "max_epochs": M, "min_delta": 0.0}
     batch: int | str | None = None  # int or "auto"
@@ -75,6 +77,9 @@ class Phase:
             raise ConfigError(f"{where}: warmup_min_iterations must be a whole number >= 0, got {floor!r}")
         if self.warmup_bias_lr is not None:
             _check_number(where, "warmup_bias_lr", self.warmup_bias_lr, low=0.0, allow_low=True)
+        if self.warmup_modules not in WARMUP_MODULES:
+            choices = " or ".join(WARMUP_MODULES)
+            raise ConfigError(f"{where}: warmup_modules must be {choices}, not {self.warmup_modules!r}")
         if self.epochs is not None and self.plateau is not None:
             raise ConfigError(f"{where}: give either epochs or plateau, not both")
         if self.epochs is not None:
