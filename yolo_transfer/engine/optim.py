@@ -9,7 +9,7 @@ remembering its ``lr_scale`` and ``group_kind`` so the schedule can set ``lr = b
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Set
 
 import numpy as np
 import torch
@@ -58,7 +58,7 @@ def build_optimizer(
     weight_decay: float = 5e-4,
     module_lr_scales: dict[int, float] | None = None,
     undecayed: set[nn.Parameter] | None = None,
-    steady: set[int] | None = None,
+    steady: Set[int] = frozenset(),
 ) -> torch.optim.Optimizer:
     """An optimizer over the trainable parameters of ``model.model`` in the reference's groups.
 
@@ -70,7 +70,6 @@ def build_optimizer(
     """
     scales = module_lr_scales or {}
     undecayed = undecayed or set()
-    steady = steady or set()
     by_group: dict[tuple[float, bool], dict[str, list[nn.Parameter]]] = {}
     for index, module in enumerate(model.model):
         group = (float(scales.get(index, 1.0)), index in steady)
