@@ -207,6 +207,26 @@ def test_cli_image_budget_stops_cleanly(shapes, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
+    ("epochs", "batch", "end", "images"),
+    [
+        (1, 32, "completed", 32),  # spent after the schedule's one batch: nothing was cut
+        (2, 32, "max_seconds", 32),  # spent after epoch 1 of 2: the second never starts
+        (1, 8, "max_seconds", 8),  # spent after batch 1 of 4: the epoch is cut
+    ],
+)
+def test_a_time_budget_ends_a_run_only_when_it_cuts_the_schedule(
+    shapes, tmp_path, epochs, batch, end, images
+):
+    config = TrainConfig(
+        data=str(shapes), out=tmp_path / "run", epochs=epochs, max_seconds=1e-6, **{**SMALL, "batch": batch}
+    )
+    summary = train(config, load_strategy("full", epochs=epochs))
+    progress = json.loads((config.out / "weights" / "last.state.json").read_text())["progress"]
+    assert summary["end_reason"] == end and summary["epochs"] == 1 and progress["images_seen"] == images
+    assert summary["phases"][0]["end_reason"] == ("epochs" if end == "completed" else end)
+
+
+@pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--data", "missing.yaml"], "missing.yaml"),

@@ -322,7 +322,7 @@ class Trainer:
         if self.tensorboard is not None:
             self.tensorboard.log_epoch(row, run_log.RESULTS_COLUMNS)
         self.console.print(run_log.epoch_line(row, self.config.epochs, self.timer.data_share(seconds)))
-        self._end_of_epoch(active, fit, budget_stop or self._budget_reason())
+        self._end_of_epoch(active, fit, budget_stop)
         if is_best and self.dist.is_main:  # for paired bootstraps between runs
             save_image_stats(image_stats, self.out / IMAGE_STATS_FILE)
         self._save(is_best)
@@ -367,7 +367,7 @@ class Trainer:
                     seconds = time.monotonic() - start
                     bar.update(task, loss=self._bar_text(mean_loss, images_done, seconds))
                 bar.advance(task)
-                if stop := self._budget_reason():
+                if i < nb - 1 and (stop := self._budget_reason()):  # after the last batch nothing is cut
                     break
                 waited_from = time.perf_counter()
         warmup_bias_lr = active.hyp["warmup_bias_lr"]
@@ -432,8 +432,11 @@ class Trainer:
             return "max_images"
         return None
 
-    def _end_of_epoch(self, active: ActivePhase, fit: float | None, budget_stop: str | None) -> None:
-        """Decide whether the phase and the run end (``fit`` None: not validated); update the phase record."""
+    def _end_of_epoch(self, active: ActivePhase, fit: float | None, cut: str | None) -> None:
+        """Decide whether the phase and the run end (``fit`` None: not validated); update the phase record.
+
+        ``cut`` is the budget that stopped this epoch before its last batch. A budget found spent after the
+        schedule's last epoch cut nothing: that run is ``completed``."""
         progress = self.progress
         phase_end = None
         validated, plateau = fit is not None, progress.plateau
@@ -443,7 +446,11 @@ class Trainer:
             phase_end = "plateau"
         if validated and progress.early_stop.update(progress.phase_epoch - 1, fit) and phase_end is None:
             phase_end = "early_stop"  # ends this phase; the run only when it is the last one
-        progress.phases[-1].update(epochs_run=progress.phase_epoch, end_reason=phase_end or budget_stop)
+        last_phase = progress.phase_index + 1 >= len(self.strategy.phases)
+        schedule_done = (phase_end is not None and last_phase) or progress.epoch >= self.config.epochs
+        budget_stop = cut or (None if schedule_done else self._budget_reason())
+        phase_record = cut or phase_end or budget_stop  # a cut phase did not run to its end
+        progress.phases[-1].update(epochs_run=progress.phase_epoch, end_reason=phase_record)
         if phase_end:
             name, epochs = active.phase.name, progress.phase_epoch
             self.console.print(f"phase '{name}' ended after {epochs} epochs ({phase_end})")
