@@ -51,7 +51,7 @@ DATASETS = {  # name -> data path under --shared
     "dawn_fog": "data/dawn_fog/data.yaml",
     "license_plates": "data/license_plates/data.yaml",
 }
-STRATEGIES = ["yolov5-default", "full", "freeze", "staged", "lp-ft", "gradual", "surgical-early"]
+STRATEGIES = ["yolov5-default", "full", "freeze", "staged", "head-only", "lp-ft", "gradual", "surgical-early"]
 AGREEMENT_POINTS = 0.01  # advised within 1 mAP50-95 point of the best
 
 

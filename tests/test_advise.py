@@ -49,8 +49,13 @@ LARGE = {"images": 5000, "min_class_instances": 4000, "val_images": 1000}
 
 # (profile, expected strategy, the rule's condition that must have decided it)
 STRATEGY_CASES = [
-    (profile(images=60, **shift(LOW, LOW, LOW)), "freeze", "tiny data, low shift"),
-    (profile(images=60, objectness=0.2, **shift(LOW, LOW, LOW)), "full", "otherwise"),
+    (profile(images=60, label_overlap=0.0, **shift(LOW, LOW, LOW)), "freeze", "tiny data, low shift"),
+    (profile(images=60, label_overlap=0.0, objectness=0.2, **shift(LOW, LOW, LOW)), "full", "otherwise"),
+    (profile(images=60, **shift(LOW, LOW, LOW)), "head-only", "tiny data whose classes"),
+    (profile(images=50, **shift(1.03, 0.33, 0.42)), "head-only", "tiny data whose"),  # dawn_fog-n50
+    (profile(images=100, **shift(1.08, 0.32, 0.42)), "full", "high shift"),  # dawn_fog-n100: not tiny
+    (profile(images=50, label_overlap=0.5, **shift(HIGH, HIGH, HIGH)), "full", "high shift"),  # one class new
+    (profile(images=50, epochs_fit={"full": 4, "freeze": 8}), "head-only", "tiny data whose"),  # cheapest
     (profile(**shift(HIGH * 2, LOW, LOW)), "full", "high shift"),  # input-level shift: no surgical rule
     (profile(**LARGE, **shift(HIGH, HIGH, HIGH)), "full", "large data and high shift"),
     (profile(**LARGE, **shift(HIGH * 2, LOW, LOW)), "full", "large data and high shift"),
@@ -71,7 +76,7 @@ STRATEGY_CASES = [
     (profile(label_overlap=0.0, **shift(0.05, 0.18, 0.27)), "staged", "low shift"),  # license_plates
     (profile(label_overlap=0.0, **shift(0.20, 0.22, 0.25)), "full", "otherwise"),  # aerial_maritime
     (profile(**shift(0.05, 0.3, 0.4)), "full", "otherwise"),  # COCO-like pixels, but far in the later layers
-    (profile(images=60, **RACCOON), "freeze", "tiny data, low shift"),  # raccoon-n50
+    (profile(images=60, label_overlap=0.0, **RACCOON), "freeze", "tiny data, low shift"),  # raccoon-n50
     (profile(epochs_fit={"full": 10, "freeze": 15}, **RACCOON), "freeze", "time budget fits"),
 ]
 
@@ -85,7 +90,7 @@ def test_strategy_rules(prof: Profile, strategy: str, condition: str) -> None:
 
 
 def test_reasons_name_the_measurement() -> None:
-    rec = recommend(profile(images=60, **shift(0.1, 0.1, 0.1)))
+    rec = recommend(profile(images=60, label_overlap=0.0, **shift(0.1, 0.1, 0.1)))
     assert "60 images" in rec.strategy.reason and "0.10" in rec.strategy.reason
     assert "Ultralytics fine-tuning guide" in rec.strategy.source
     rec = recommend(profile(**shift(1.5, 0.6, 0.6)))
@@ -94,7 +99,8 @@ def test_reasons_name_the_measurement() -> None:
 
 def test_freeze_depth() -> None:
     tiny_similar = {"images": 40, **shift(LOW, LOW, LOW)}
-    assert recommend(profile(**tiny_similar)).freeze.value == "24"  # every class known: head only
+    head_only = recommend(profile(**tiny_similar))  # every class known: the head-only strategy
+    assert (head_only.strategy.value, head_only.freeze.value) == ("head-only", None)
     assert recommend(profile(**tiny_similar, label_overlap=0.5)).freeze.value == "10"  # backbone
     assert recommend(profile()).freeze.value is None  # full: the strategy says what trains
 
@@ -181,11 +187,11 @@ def test_command_parses_with_the_real_cli() -> None:
     rec = recommend(profile(images=40, val_images=10, **shift(LOW, LOW, LOW)))
     args = build_parser().parse_args(rec.train_args("my data/d.yaml", "w.pt", imgsz=320, device="cpu"))
     assert (args.command, args.data, args.weights) == ("train", "my data/d.yaml", "w.pt")
-    assert (args.strategy, args.freeze, args.epochs, args.batch) == ("freeze", "24", rec.epochs.value, 8)
+    assert (args.strategy, args.freeze, args.epochs, args.batch) == ("head-only", None, rec.epochs.value, 8)
     assert (args.hyp, args.lr0, args.patience, args.imgsz) == ("low", None, 0, 320)
     assert args.handler == "yolo_transfer.engine.trainer:train_command"
     assert rec.command("my data/d.yaml", "w.pt", imgsz=320, device="cpu").startswith(
-        "yolo-transfer train --data 'my data/d.yaml' --weights w.pt --strategy freeze --freeze 24"
+        "yolo-transfer train --data 'my data/d.yaml' --weights w.pt --strategy head-only --epochs"
     )
 
 
@@ -366,7 +372,9 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     assert "early-layer shift 0.05 < 0.1" in near.strategy.reason
     middle = recommend(profile())
     assert middle.strategy.rule == "otherwise" and "aerial_maritime" in middle.strategy.source
-    tiny = recommend(profile(images=50, **shift(LOW, LOW, LOW)))
+    tiny = recommend(profile(images=50, label_overlap=0.0, **shift(LOW, LOW, LOW)))
     assert tiny.strategy.rule.startswith("tiny data") and "raccoon-n50" in tiny.strategy.source
+    known = recommend(profile(images=50, **shift(HIGH, HIGH, HIGH)))
+    assert known.strategy.value == "head-only" and "dawn_fog-n50" in known.strategy.source
     bound = recommend(profile(epochs_fit={"full": 6, "freeze": 10}, **shift(HIGH, HIGH, HIGH)))
     assert bound.strategy.rule.startswith("time budget") and "1-minute budget" in bound.strategy.source

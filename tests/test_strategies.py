@@ -39,7 +39,7 @@ from yolo_transfer.strategies.trainable import (
     set_bn_mode,
 )
 
-BUILTINS = ["freeze", "full", "gradual", "lp-ft", "staged", "surgical-early", "yolov5-default"]
+BUILTINS = ["freeze", "full", "gradual", "head-only", "lp-ft", "staged", "surgical-early", "yolov5-default"]
 P5_GROUPS = {"backbone": list(range(10)), "neck": list(range(10, 24)), "head": [24]}
 
 
@@ -82,7 +82,7 @@ def test_builtin_trainable_sets() -> None:
     assert first["full"] == list(range(25))
     assert first["freeze"] == list(range(10, 25))
     assert first["staged"] == list(range(10, 25))
-    assert first["lp-ft"] == first["gradual"] == [24]
+    assert first["lp-ft"] == first["gradual"] == first["head-only"] == [24]
     assert first["surgical-early"] == [0, 1, 2, 3, 4, 24]
     gradual = load_strategy("gradual", epochs=10).phases
     assert [p5(phase.trainable) for phase in gradual][1:] == [list(range(10, 25)), list(range(25))]

@@ -16,8 +16,8 @@ from yolo_transfer.errors import YoloTransferError
 from yolo_transfer.option_checks import check_options
 
 STRATEGY_HELP = (
-    "full|freeze|staged|gradual|lp-ft|surgical-early|yolov5-default|FILE.yaml, or auto: the strategy "
-    "yolo-transfer advise recommends for this data and checkpoint"
+    "full|freeze|staged|head-only|gradual|lp-ft|surgical-early|yolov5-default|FILE.yaml, or auto: the "
+    "strategy yolo-transfer advise recommends for this data and checkpoint"
 )
 IMGSZ_FROM_WEIGHTS_HELP = "image size; default: the size the weights were trained at (official .pt: 640)"
 DEVICE_HELP = "auto (first CUDA GPU, else Apple MPS, else CPU), cpu, mps, cuda, cuda:N, or a GPU index N"
