@@ -458,9 +458,9 @@ class Trainer:
             progress.phase_epoch, progress.phase_batch, progress.plateau = 0, None, None
         if budget_stop:
             progress.end_reason = budget_stop
-        elif progress.phase_index >= len(self.strategy.phases) and phase_end == "early_stop":
+        elif phase_end == "early_stop" and last_phase:
             progress.end_reason = "early_stop"
-        elif progress.phase_index >= len(self.strategy.phases) or progress.epoch >= self.config.epochs:
+        elif schedule_done:
             progress.end_reason = "completed"
 
     def _results_row(self, active, train_loss, metrics, lrs, img_per_s: float, fit: float) -> dict:
