@@ -105,10 +105,11 @@ def seconds_epochs(tmp_path_factory):
         yield make_domain(root / "data", "target", n_images=240, imgsz=128, seed=4)
 
 
-@pytest.mark.parametrize("workers", ["0", "1"])
 def test_a_one_minute_budget_ends_within_fifteen_percent_its_schedule_cut_only_by_slow_epochs(
-    seconds_epochs, tmp_path, workers
+    seconds_epochs, tmp_path
 ):
+    # one loader worker (the default on two cores); the serial (no-worker) plan is the cost model's formula,
+    # checked above without a minute of training
     root = tmp_path
     weights = root / "w.safetensors"
     names = load_dataset(seconds_epochs).names
@@ -116,7 +117,7 @@ def test_a_one_minute_budget_ends_within_fifteen_percent_its_schedule_cut_only_b
     out = root / "cmp"
     code = main(
         ["compare", "--data", str(seconds_epochs), "--weights", str(weights), "--strategies", "full",
-         "--budget", "time=1", "--imgsz", "128", "--batch", "8", "--workers", workers, "--device", "cpu",
+         "--budget", "time=1", "--imgsz", "128", "--batch", "8", "--workers", "1", "--device", "cpu",
          "--out", str(out)]
     )  # fmt: skip
     assert code == 0
