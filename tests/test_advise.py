@@ -362,7 +362,8 @@ def test_advise_json_output(official_weights: Path, capsys: pytest.CaptureFixtur
 
 def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     """Both sides of the shift threshold name the measured cases that put full fine-tuning first; the
-    tiny-data and compute-bound rows name the cases where the frozen backbone held its own."""
+    tiny-data and compute-bound rows name the cases where the frozen backbone held its own, and tiny data's
+    halved batch the runs at the advised batch."""
     far = recommend(profile(label_overlap=0.0, **shift(HIGH, HIGH, HIGH)))
     assert far.strategy.rule == "high shift"
     assert "docs/advisor-study.md" in far.strategy.source and "bccd" in far.strategy.source
@@ -378,3 +379,4 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     assert known.strategy.value == "head-only" and "dawn_fog-n50" in known.strategy.source
     bound = recommend(profile(epochs_fit={"full": 6, "freeze": 10}, **shift(HIGH, HIGH, HIGH)))
     assert bound.strategy.rule.startswith("time budget") and "1-minute budget" in bound.strategy.source
+    assert "batch 8 vs 16" in tiny.batch.source and "batch 8 vs 16" not in middle.batch.source
