@@ -139,6 +139,17 @@ def test_ram_cache_gives_the_same_batches(tmp_path):
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
+def test_batches_come_rgb_and_channels_last_so_the_model_input_is_one_copy(tmp_path):
+    samples = _write_samples(tmp_path / "imgs", 3)
+    loader = build_dataloader(samples, 160, 3, augment=False, hyp=load_hyp("none"))
+    images, targets, _, _ = next(iter(loader))
+    assert images.shape == (3, 3, 160, 160) and images.is_contiguous(memory_format=torch.channels_last)
+    assert images.contiguous(memory_format=torch.channels_last) is images  # the trainer's layout step is free
+    for image_index, cls, xc, yc, _, _ in targets.tolist():  # each box's centre has its class colour, as RGB
+        pixel = images[int(image_index), :, int(yc * 160), int(xc * 160)]
+        assert pixel.tolist() == list(CLASS_BGR[int(cls)][::-1])
+
+
 def test_rect_validation_batches_pad_half_a_stride(tmp_path):
     samples = _write_samples(tmp_path / "imgs", 9)
     loader = build_dataloader(samples, 320, 4, augment=False, hyp=load_hyp("low"), rect=True, pad=0.5)

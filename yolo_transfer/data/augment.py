@@ -143,12 +143,12 @@ def random_flips(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator
     """Flip up-down / left-right with these probabilities; labels are normalised ``[cls, xc, yc, w, h]``."""
     labels = labels.copy()
     if rng.random() < flipud:
-        image = np.flipud(image)
+        image = cv2.flip(image, 0)
         labels[:, 2] = 1 - labels[:, 2]
     if rng.random() < fliplr:
-        image = np.fliplr(image)
+        image = cv2.flip(image, 1)
         labels[:, 1] = 1 - labels[:, 1]
-    return np.ascontiguousarray(image), labels
+    return image, labels
 
 
 def mixup(

@@ -1,8 +1,9 @@
 """YoloDataset (training with mosaic/augmentation, or letterboxed rect batches for validation) and its loader.
 
-Items are ``(image uint8 CHW RGB tensor, labels (n, 6) [0, cls, xc, yc, w, h], path, shapes)``; `collate`
-writes the image index into column 0. Randomness comes from the dataset's numpy Generator, seeded from the
-`seed` (no workers) or from the DataLoader's generator through each worker's seed, so runs repeat exactly.
+Items are ``(image uint8 CHW RGB tensor, labels (n, 6) [0, cls, xc, yc, w, h], path, shapes)``, the image a
+view of HWC memory; `collate` stacks them channels_last and writes the image index into column 0. Randomness
+comes from the dataset's numpy Generator, seeded from the `seed` (no workers) or from the DataLoader's
+generator through each worker's seed, so runs repeat exactly.
 """
 
 from __future__ import annotations
@@ -87,8 +88,8 @@ class YoloDataset(Dataset):
             image, labels = random_flips(image, labels, self.rng, hyp["flipud"], hyp["fliplr"])
         targets = torch.zeros((len(labels), 6), dtype=torch.float32)
         targets[:, 1:] = torch.from_numpy(labels)
-        chw_rgb = np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1))
-        return torch.from_numpy(chw_rgb), targets, str(sample.image), shapes
+        rgb = torch.from_numpy(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        return rgb.permute(2, 0, 1), targets, str(sample.image), shapes
 
     def load_image(self, index: int) -> np.ndarray:
         """BGR image with its long side resized to imgsz (from the RAM cache when there is one)."""
@@ -134,11 +135,13 @@ def rect_batch_shapes(samples: list[Sample], imgsz: int, batch_size: int, stride
 
 
 def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[str], list]:
-    """Stack images; concatenate targets with the image index written into column 0."""
+    """Stack images into an NCHW batch laid out channels_last (the layout the trainer feeds the model, so no
+    copy is made on the way); concatenate targets with the image index written into column 0."""
     images, targets, paths, shapes = zip(*batch, strict=True)
     for i, t in enumerate(targets):
         t[:, 0] = i
-    return torch.stack(images), torch.cat(targets, 0), list(paths), list(shapes)
+    stacked = torch.stack([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2)
+    return stacked, torch.cat(targets, 0), list(paths), list(shapes)
 
 
 def build_dataloader(
