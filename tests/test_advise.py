@@ -370,6 +370,7 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     near = recommend(profile(**RACCOON))
     assert near.strategy.rule.startswith("low shift")
     assert "raccoon" in near.strategy.source and "license_plates" in near.strategy.source
+    assert "license_plates-n100" in near.strategy.source and "2.0 points behind" in near.strategy.reason
     assert "early-layer shift 0.05 < 0.1" in near.strategy.reason
     middle = recommend(profile())
     assert middle.strategy.rule == "otherwise" and "aerial_maritime" in middle.strategy.source
