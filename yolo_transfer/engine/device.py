@@ -91,8 +91,8 @@ def training_input(
 ) -> torch.Tensor:
     """A uint8 image batch as the model's float input in [0, 1], on ``device`` in ``memory_format``.
 
-    The layout changes while the batch is still uint8, a quarter of the float copy it would otherwise take (none
-    at all for the loader's batches, which come channels_last).
+    The layout changes while the batch is still uint8, a quarter of the float copy it would otherwise take
+    (none at all for the loader's batches, which come channels_last).
     Pass the result straight to the model: with a frozen first layer nothing then keeps it once the forward
     returns, so loss and backward run without it.
     """
