@@ -82,9 +82,9 @@ STUDY_FAR = (
     f"{STUDY}: shift >= {HIGH_SHIFT}, 30 epochs, seeds 0 and 1 - bccd (0.77) full 0.589, staged 0.573, "
     "freeze 0.532 (both separated); dawn_fog (0.60) full 0.258, staged 0.246, freeze 0.236; 100 epochs, "
     "bccd: full 0.619, staged 0.614, yolov5 defaults 0.604, freeze 0.579 (separated); 50 images: bccd-n50 "
-    "full 0.419, staged 0.374, freeze 0.350 (separated); 100 images of dawn_fog, seeds 0 and 1: staged "
-    "0.259, full 0.247, freeze 0.230 (not separated); 100 images of bccd, seeds 0 and 1: full 0.550, staged "
-    "0.518, freeze 0.476 (both separated)"
+    "full 0.419, staged 0.374, freeze 0.350 (separated); 100 images of dawn_fog, seeds 0-2: head-only "
+    "0.253, staged 0.253, full 0.253, freeze 0.229 (not separated); 100 images of bccd, seeds 0 and 1: full "
+    "0.550, staged 0.518, freeze 0.476 (both separated)"
 )
 STUDY_NEAR = (
     f"{STUDY}: early shift < {NEAR_EARLY_SHIFT} and shift < {LOW_SHIFT} - 30 epochs, seeds 0-2: raccoon "
