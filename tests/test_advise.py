@@ -72,8 +72,8 @@ STRATEGY_CASES = [
     (profile(epochs_fit={"full": 10, "freeze": 15}), "freeze", "time budget fits <= 10 epochs"),  # raccoon t1
     (profile(epochs_fit={"full": 11, "freeze": 16}), "full", "otherwise"),
     (profile(epochs_fit={"full": 4, "freeze": 4}), "full", "otherwise"),
-    (profile(label_overlap=0.0, **RACCOON), "freeze", "low shift, from the first layers"),
-    (profile(label_overlap=0.0, **shift(0.05, 0.18, 0.27)), "freeze", "low shift"),  # license_plates
+    (profile(label_overlap=0.0, **RACCOON), "full", "low shift, from the first layers"),
+    (profile(label_overlap=0.0, **shift(0.05, 0.18, 0.27)), "full", "low shift"),  # license_plates
     (profile(label_overlap=0.0, **shift(0.20, 0.22, 0.25)), "full", "otherwise"),  # aerial_maritime
     (profile(**shift(0.05, 0.3, 0.4)), "full", "otherwise"),  # COCO-like pixels, but far in the later layers
     (profile(images=60, label_overlap=0.0, **RACCOON), "freeze", "tiny data, low shift"),  # raccoon-n50
@@ -370,8 +370,9 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     near = recommend(profile(**RACCOON))
     assert near.strategy.rule.startswith("low shift")
     assert "raccoon" in near.strategy.source and "license_plates" in near.strategy.source
-    assert near.strategy.value == "freeze" and near.freeze.value == "10"
-    assert "license_plates-n100" in near.strategy.source and "all 5 measured cases" in near.strategy.reason
+    assert near.strategy.value == "full" and near.freeze.value is None
+    assert "license_plates-n150" in near.strategy.source and "5 of the 6 such cases" in near.strategy.reason
+    assert "--strategy freeze" in near.strategy.reason  # the cheaper alternative is named
     assert "early-layer shift 0.05 < 0.1" in near.strategy.reason
     middle = recommend(profile())
     assert middle.strategy.rule == "otherwise" and "aerial_maritime" in middle.strategy.source
