@@ -45,6 +45,7 @@ def shift(early: float, middle: float, late: float) -> dict[str, float]:
 
 
 RACCOON = shift(0.05, 0.09, 0.17)  # the shift measured on raccoon (natural photos) at 320 px
+LICENSE_PLATES = shift(0.05, 0.18, 0.27)  # ... on 100 license_plates images
 LARGE = {"images": 5000, "min_class_instances": 4000, "val_images": 1000}
 
 # (profile, expected strategy, the rule's condition that must have decided it)
@@ -73,11 +74,18 @@ STRATEGY_CASES = [
     (profile(epochs_fit={"full": 11, "freeze": 16}), "full", "otherwise"),
     (profile(epochs_fit={"full": 4, "freeze": 4}), "full", "otherwise"),
     (profile(label_overlap=0.0, **RACCOON), "full", "low shift, from the first layers"),
-    (profile(label_overlap=0.0, **shift(0.05, 0.18, 0.27)), "full", "low shift"),  # license_plates
+    (profile(label_overlap=0.0, **LICENSE_PLATES), "full", "low shift"),
     (profile(label_overlap=0.0, **shift(0.20, 0.22, 0.25)), "full", "otherwise"),  # aerial_maritime
     (profile(**shift(0.05, 0.3, 0.4)), "full", "otherwise"),  # COCO-like pixels, but far in the later layers
     (profile(images=60, label_overlap=0.0, **RACCOON), "freeze", "tiny data, low shift"),  # raccoon-n50
     (profile(epochs_fit={"full": 10, "freeze": 15}, **RACCOON), "freeze", "time budget fits"),
+    # near data: freezing's extra epochs led up to 20-23 full epochs (license_plates-n100, 3 minutes)
+    (profile(label_overlap=0.0, epochs_fit={"full": 18, "freeze": 26}, **LICENSE_PLATES), "freeze",
+     "low shift from the first layers on, time budget fits <= 20"),
+    (profile(label_overlap=0.0, epochs_fit={"full": 25, "freeze": 38}, **LICENSE_PLATES), "full",
+     "low shift, from the first layers on"),  # 4 minutes as the advisor timed them: more than measured
+    (profile(epochs_fit={"full": 18, "freeze": 17}, **RACCOON), "full", "low shift, from the first"),
+    (profile(epochs_fit={"full": 18, "freeze": 26}), "full", "otherwise"),  # not near: 10 is the limit
 ]
 
 
@@ -87,6 +95,13 @@ def test_strategy_rules(prof: Profile, strategy: str, condition: str) -> None:
     assert rec.strategy.value == strategy
     assert rec.strategy.rule.startswith(condition)
     assert rec.strategy.source and rec.strategy.reason
+
+
+def test_near_time_budget_row_names_the_epochs_and_cites_the_time_budget_cases() -> None:
+    rec = recommend(profile(label_overlap=0.0, epochs_fit={"full": 18, "freeze": 26}, **LICENSE_PLATES))
+    assert "fits 18 epochs of full vs 26 with a frozen backbone" in rec.strategy.reason
+    assert "3 minutes (full 20-23 epochs, freeze 28-33) 0.502 vs 0.491" in rec.strategy.source
+    assert "freeze ahead in every case" in rec.strategy.source
 
 
 def test_reasons_name_the_measurement() -> None:

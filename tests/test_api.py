@@ -15,7 +15,7 @@ from yolo_transfer.errors import CheckpointError, ConfigError, DataError
 from yolo_transfer.strategies import list_strategies
 
 DEMO = Path(__file__).resolve().parents[1] / "yolo_transfer" / "assets" / "demo_yolov5n_source.safetensors"
-TINY = {"imgsz": 64, "batch": 4, "workers": 0, "device": "cpu"}
+TINY = {"imgsz": 64, "batch": 4, "workers": 0, "device": "cpu", "noplots": True}
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from yolo_transfer.engine.cost import CostModel, measure_costs
 from yolo_transfer.models import build_model, save_model
 from yolo_transfer.strategies import Phase, Strategy
 from yolo_transfer.strategies.phase import resolve_phase_lengths
+from yolo_transfer.strategies.trainable import resolve_modules
 
 TWO_PHASES = Strategy(
     "two", "frozen half the budget, then all",
@@ -118,7 +119,7 @@ def test_a_one_minute_budget_ends_within_fifteen_percent_its_schedule_cut_only_b
     code = main(
         ["compare", "--data", str(seconds_epochs), "--weights", str(weights), "--strategies", "full",
          "--budget", "time=1", "--imgsz", "128", "--batch", "8", "--workers", "1", "--device", "cpu",
-         "--out", str(out)]
+         "--noplots", "--out", str(out)]
     )  # fmt: skip
     assert code == 0
     run = json.loads((out / "results.json").read_text())["runs"][0]
@@ -134,3 +135,23 @@ def test_a_one_minute_budget_ends_within_fifteen_percent_its_schedule_cut_only_b
         state = json.loads((out / "runs" / "full-s0" / "weights" / "last.state.json").read_text())
         epochs_done = state["progress"]["images_seen"] / plan["probe"]["n_train"]
         assert 60 / epochs_done > plan["probe"]["epoch_seconds_estimate"], (epochs_done, plan["probe"])
+
+
+def test_a_step_that_trains_fewer_modules_is_never_timed_slower(tiny, monkeypatch):
+    # stalls while the neck-and-head and the early-layers steps were timed make them look slower than
+    # training every module; the head alone was timed undisturbed
+    seconds = {(24,): 1.0, tuple(range(10, 25)): 3.0, tuple(range(25)): 2.0, (0, 1, 2, 3): 5.0}
+    monkeypatch.setattr(
+        "yolo_transfer.engine.cost._training_step",
+        lambda model, phase, *args: lambda: seconds[tuple(resolve_modules(phase.trainable, model))] * 8,
+    )
+    phases = [
+        Phase("head", trainable=["head"], epochs=1), Phase("all", epochs=1),
+        Phase("neck-head", trainable=["neck", "head"], epochs=1), Phase("early", trainable=[0, 1, 2, 3]),
+    ]  # fmt: skip
+    data = load_dataset(tiny)
+    costs = measure_costs(
+        build_model("yolov5n", nc=len(data.names)), [Strategy("four", "", phases)], data, imgsz=128, batch=8,
+        hyp=load_hyp("low"), device="cpu", repeats=1,
+    )  # fmt: skip
+    assert costs.step_s == {(24,): 1.0, tuple(range(10, 25)): 2.0, tuple(range(25)): 2.0, (0, 1, 2, 3): 2.0}

@@ -163,8 +163,8 @@ def setting(tmp_path_factory) -> dict:
 def run_compare(setting: dict, out: Path, strategies: str, *extra: str) -> int:
     return main(
         ["compare", "--data", setting["data"], "--weights", setting["weights"], "--strategies", strategies,
-         "--budget", "epochs=1", "--imgsz", "128", "--batch", "8", "--workers", "0", "--out", str(out),
-         *extra]
+         "--budget", "epochs=1", "--imgsz", "128", "--batch", "8", "--workers", "0", "--noplots", "--out",
+         str(out), *extra]
     )  # fmt: skip
 
 

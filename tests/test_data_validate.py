@@ -208,6 +208,7 @@ def test_short_training_run_on_the_rest_of_the_corpus(corpus, tmp_path):
         hyp="low",
         workers=0,
         seed=0,
+        noplots=True,
     )
     summary = train(config, load_strategy("full", epochs=1))
     assert summary["epochs"] == 1

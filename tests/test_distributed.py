@@ -20,6 +20,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from yolo_transfer.cli import main
 from yolo_transfer.data import load_dataset
 from yolo_transfer.data.synthetic import make_domain
 from yolo_transfer.engine.distributed import TIMEOUT_ENV, Distributed, parse_devices, session
@@ -30,7 +31,7 @@ from yolo_transfer.models import build_model, load_model, save_model
 from yolo_transfer.strategies import load_strategy
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN = ["--imgsz", "64", "--batch", "4", "--workers", "0", "--device", "cpu", "--hyp", "none"]
+TRAIN = ["--imgsz", "64", "--batch", "4", "--workers", "0", "--device", "cpu", "--hyp", "none", "--noplots"]
 BACKBONE = tuple(f"model.{i}." for i in range(10))
 
 
@@ -139,7 +140,7 @@ def _rank_pids(parent: int) -> list[int]:
     return sorted(ranks)
 
 
-def test_killed_rank_ends_the_run_and_it_resumes_on_another_world_size(setting):
+def test_killed_rank_ends_the_run_and_it_resumes_on_another_world_size(setting, monkeypatch, capsys):
     out = setting["root"] / "killed"
     command = [
         sys.executable, "-m", "yolo_transfer", "train", "--devices", "cpu,cpu", "--strategy", "staged",
@@ -167,14 +168,13 @@ def test_killed_rank_ends_the_run_and_it_resumes_on_another_world_size(setting):
     frozen = [name for name in start if name.startswith(BACKBONE)]
     assert frozen and all(torch.equal(tensors[f"model.{name}"], start[name]) for name in frozen)
 
-    refused = cli("-m", "yolo_transfer", "train", "--resume", str(out), "--devices", "cpu,cpu,cpu")
-    assert refused.returncode == 2
-    assert (
-        refused.stderr.count("error: batch 4 is the global batch and must divide evenly between the 3") == 1
-    )
+    with monkeypatch.context() as patch:  # refused before any process starts
+        patch.setattr("yolo_transfer.engine.trainer.launch", lambda *args: pytest.fail("launched"))
+        assert main(["train", "--resume", str(out), "--devices", "cpu,cpu,cpu"]) == 2
+    refusal = "error: batch 4 is the global batch and must divide evenly between the 3"
+    assert capsys.readouterr().err.count(refusal) == 1
 
-    resumed = cli("-m", "yolo_transfer", "train", "--resume", str(out))  # one process, global batch 4
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert main(["train", "--resume", str(out)]) == 0  # one process (this one), global batch 4
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 1 and summary["epochs"] == 2 and summary["end_reason"] == "completed"
     assert [p["batch"] for p in summary["phases"]] == [4, 4]
@@ -190,6 +190,23 @@ def test_devices_and_batch_checks():
     assert two.rank_batch(16) == 8 and not two.is_main
     with pytest.raises(ConfigError, match="batch 5 is the global batch"):
         two.rank_batch(5)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--batch", "4", "--devices", "cpu,cpu,cpu"], "batch 4 is the global batch"),
+        (["--batch", "4", "--devices", "cpu,cpu", "--sync-bn"], "--sync-bn needs CUDA GPUs"),
+        (["--batch", "4", "--devices", "cpu,cpu", "--imgsz", "100"], "multiple of 32"),
+    ],
+)
+def test_what_every_rank_would_refuse_is_refused_before_any_process_starts(
+    setting, tmp_path, monkeypatch, capsys, extra, message
+):
+    monkeypatch.setattr("yolo_transfer.engine.trainer.launch", lambda *args: pytest.fail("launched"))
+    argv = ["train", "--data", str(setting["data"]), "--weights", str(setting["weights"]), "--device", "cpu"]
+    assert main([*argv, *extra, "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.count(message) == 1
 
 
 def test_sync_bn_needs_gpus_and_collectives_time_out(monkeypatch):

@@ -36,7 +36,7 @@ from yolo_transfer.models import build_model, load_model, save_model
 from yolo_transfer.strategies import Phase, Strategy, load_strategy
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"imgsz": 64, "batch": 2, "workers": 0, "device": "cpu", "hyp": "none"}
+TINY = {"imgsz": 64, "batch": 2, "workers": 0, "device": "cpu", "hyp": "none", "noplots": True}
 
 
 @pytest.fixture(scope="module")

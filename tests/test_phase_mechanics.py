@@ -16,7 +16,7 @@ from yolo_transfer.models import build_model, save_model
 from yolo_transfer.strategies import Phase, Strategy
 from yolo_transfer.strategies.selection import select_modules
 
-SMALL = {"imgsz": 128, "batch": 8, "workers": 0, "device": "cpu"}
+SMALL = {"imgsz": 128, "batch": 8, "workers": 0, "device": "cpu", "noplots": True}
 HEAD_CONVS = {f"model.24.m.{level}.{kind}" for level in range(3) for kind in ("weight", "bias")}
 
 
@@ -89,7 +89,7 @@ def test_every_seed_is_validated_on_the_same_split(tmp_path):
     for seed in (0, 1):
         config = TrainConfig(
             data=str(root / "train-only.yaml"), out=tmp_path / f"s{seed}", weights=str(weights), epochs=1,
-            seed=seed, split_seed=0, imgsz=96, batch=8, workers=0, device="cpu",
+            seed=seed, split_seed=0, imgsz=96, batch=8, workers=0, device="cpu", noplots=True,
         )  # fmt: skip
         summary = train(config, Strategy("one", "all", [Phase("all")]))
         assert summary["config"]["split_seed"] == 0
@@ -117,7 +117,7 @@ def test_train_strategy_auto_trains_what_advise_recommends(shapes, tmp_path, cap
     weights = tmp_path / "w.safetensors"
     save_model(build_model("yolov5n", nc=len(names), names=names), weights, {})
     base = ["train", "--data", str(shapes), "--strategy", "auto", "--epochs", "1", "--imgsz", "64",
-            "--batch", "8", "--workers", "0", "--device", "cpu"]  # fmt: skip
+            "--batch", "8", "--workers", "0", "--device", "cpu", "--noplots"]  # fmt: skip
     assert main([*base, "--out", str(tmp_path / "no-weights")]) == 2
     assert "--strategy auto needs --weights" in capsys.readouterr().err
     assert main([*base, "--weights", str(weights), "--out", str(tmp_path / "run")]) == 0

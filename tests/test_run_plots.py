@@ -3,6 +3,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -10,10 +11,12 @@ import pytest
 import torch
 from rich.console import Console
 
+from yolo_transfer.cli import build_parser, main
+from yolo_transfer.compare import train_options_from_args
 from yolo_transfer.compare.run_counter import RunCounter
 from yolo_transfer.data import load_dataset
 from yolo_transfer.data.synthetic import make_domain
-from yolo_transfer.engine import run_log
+from yolo_transfer.engine import run_log, run_plots
 from yolo_transfer.engine.batch_plots import label_boxes, plot_batch
 from yolo_transfer.engine.run_eta import format_duration, run_eta_seconds
 from yolo_transfer.engine.run_plots import plot_labels, plot_results
@@ -144,3 +147,30 @@ def test_summary_records_the_device(finished_run):
     out, summary, _ = finished_run
     assert json.loads((out / "summary.json").read_text())["device"] == summary["device"]
     assert summary["device"]["device"] == "cpu" and summary["device"]["threads"] >= 1
+
+
+def test_noplots_writes_the_numbers_and_weights_but_no_plot_and_no_final_evaluation(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("YOLO_TRANSFER_CACHE", str(tmp_path / "cache"))
+    data_yaml = make_domain(tmp_path / "data", "target", n_images=16, imgsz=64, seed=0)
+    out = tmp_path / "run"
+    evaluations = []
+    monkeypatch.setattr(run_plots, "evaluate", lambda *args, **kwargs: evaluations.append(1))
+    code = main(
+        ["train", "--data", str(data_yaml), "--cfg", "yolov5n", "--epochs", "1", "--imgsz", "64", "--batch",
+         "4", "--workers", "0", "--device", "cpu", "--noplots", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    assert {"results.csv", "summary.json"} <= {path.name for path in out.iterdir()}
+    assert all((out / "weights" / name).is_file() for name in ("best.safetensors", "last.safetensors"))
+    assert not [path for path in out.rglob("*") if path.suffix in (".png", ".jpg")]
+    assert not evaluations and "plots in" not in capsys.readouterr().out
+    assert json.loads((out / "summary.json").read_text())["config"]["noplots"] is True
+
+
+def test_compare_passes_noplots_to_its_runs():
+    args = build_parser().parse_args(["compare", "--data", "d.yaml", "--weights", "w.pt", "--noplots"])
+    assert TrainConfig(data="d.yaml", out=Path("run"), **train_options_from_args(args)).noplots is True
+    args = build_parser().parse_args(["compare", "--data", "d.yaml", "--weights", "w.pt"])
+    assert TrainConfig(data="d.yaml", out=Path("run"), **train_options_from_args(args)).noplots is False

@@ -429,7 +429,7 @@ def tiny_run(tmp_path_factory) -> dict:
 def tiny_config(tiny_run: dict, out_name: str, epochs: int) -> TrainConfig:
     return TrainConfig(
         data=str(tiny_run["data"]), out=tiny_run["root"] / out_name, weights=str(tiny_run["start"]),
-        epochs=epochs, imgsz=128, batch=8, workers=0, seed=0,
+        epochs=epochs, imgsz=128, batch=8, workers=0, seed=0, noplots=True,
     )  # fmt: skip
 
 

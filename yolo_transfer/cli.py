@@ -74,6 +74,11 @@ def _add_common_train_args(p: argparse.ArgumentParser) -> None:
         help="also log scalars per epoch and the run's images to RUN/tensorboard (pip install -e "
         "'.[tensorboard]'); results.csv stays the source of the numbers",
     )  # fmt: skip
+    p.add_argument(
+        "--noplots", action="store_true",
+        help="write no plot files at the end of a run (results.png, labels.jpg, batches, curves); "
+        "results.csv, summary.json and the weights as always",
+    )  # fmt: skip
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -157,7 +157,7 @@ def train_options_from_args(args) -> dict:
     return {
         key: getattr(args, key)
         for key in ("imgsz", "batch", "hyp", "optimizer", "lr0", "cos_lr", "patience", "device", "workers",
-                    "cache", "val_fraction", "split_seed", "tensorboard")
+                    "cache", "val_fraction", "split_seed", "tensorboard", "noplots")
     }  # fmt: skip
 
 

@@ -10,7 +10,8 @@ without workers the trainer waits for it after every step (the times add up); wi
 step (the slower of the step and the workers' share sets the pace). Validation is the trainer's own (forward,
 loss, NMS, metrics) on a sample of the val images; the checkpoint writes are the trainer's best, last and
 resume-state files. Every time is the median of a few repeats after a warm-up, the phases' steps interleaved,
-so a disturbance in either direction moves it little and hits every phase alike. ``compare --budget time=``
+so a disturbance in either direction moves it little and hits every phase alike; a step that trains a subset
+of another's modules is capped at that one's time (it does less work). ``compare --budget time=``
 (engine/budget.py), ``advise`` and benchmarks/strategy_cost.py all measure through :func:`measure_costs`.
 """
 
@@ -149,7 +150,9 @@ def measure_costs(
                     times[trainable].append(seconds / len(images))
                 if on_step is not None:
                     on_step(repeat * len(steps) + index + 1, total)
-        step_s = {trainable: statistics.median(values) for trainable, values in times.items()}
+        step_s = _capped_by_supersets(
+            {trainable: statistics.median(values) for trainable, values in times.items()}
+        )
         val_loader = build_dataloader(
             data.val[:VAL_SAMPLE_IMAGES], imgsz, batch * 2, augment=False, hyp=hyp, rect=True, pad=0.5,
             workers=plan.workers, cache_ram=plan.cache,
@@ -176,6 +179,16 @@ def _torch_threads(threads: int) -> Iterator[None]:
 
 def _trainable(model: nn.Module, phase: Phase) -> list[int]:
     return resolve_modules(phase.trainable, model)
+
+
+def _capped_by_supersets(step_s: dict[tuple[int, ...], float]) -> dict[tuple[int, ...], float]:
+    """Each step's time, at most that of any step that trains a superset of its modules: training fewer
+    modules is never more work (the frozen ones get no weight gradients or updates, a frozen prefix runs
+    without autograd), so a subset timed slower was disturbed while it was timed."""
+    return {
+        trainable: min(other for key, other in step_s.items() if set(trainable) <= set(key))
+        for trainable in step_s
+    }
 
 
 def _median_seconds(step, repeats: int) -> float:

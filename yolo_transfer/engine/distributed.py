@@ -160,6 +160,15 @@ def rank_share(batch: int, world_size: int) -> int:
     return batch // world_size
 
 
+def check_world(device_type: str, world: int, batch: int, sync_bn: bool) -> None:
+    """ConfigError for a setting every one of ``world`` training processes would refuse."""
+    rank_share(batch, world)
+    if device_type not in ("cuda", "cpu"):
+        raise ConfigError(f"training on {world} processes needs CUDA GPUs or the CPU, not {device_type}")
+    if sync_bn and device_type != "cuda":
+        raise ConfigError("--sync-bn needs CUDA GPUs: SyncBatchNorm does not run on the CPU")
+
+
 @contextlib.contextmanager
 def session(device_name: str, batch: int, sync_bn: bool = False) -> Iterator[Distributed]:
     """The :class:`Distributed` of this process, with the process group set up for the block.
@@ -172,11 +181,7 @@ def session(device_name: str, batch: int, sync_bn: bool = False) -> Iterator[Dis
     if world == 1:
         yield Distributed(device)
         return
-    rank_share(batch, world)
-    if device.type not in ("cuda", "cpu"):
-        raise ConfigError(f"training on {world} processes needs CUDA GPUs or the CPU, not {device.type}")
-    if sync_bn and device.type != "cuda":
-        raise ConfigError("--sync-bn needs CUDA GPUs: SyncBatchNorm does not run on the CPU")
+    check_world(device.type, world, batch, sync_bn)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)

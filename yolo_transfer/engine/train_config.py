@@ -44,6 +44,7 @@ class TrainConfig:
     max_images: int | None = None
     l2sp: float = 0.0
     tensorboard: bool = False  # also log to RUN/tensorboard (results.csv stays the source)
+    noplots: bool = False  # no plot files at the end of the run (yolov5's --noplots)
     sync_bn: bool = False  # multi-GPU runs: BatchNorm of the training layers as SyncBatchNorm
 
     def to_dict(self) -> dict:

@@ -30,7 +30,14 @@ from yolo_transfer.engine.device import (
     training_input,
     training_memory_format,
 )
-from yolo_transfer.engine.distributed import Distributed, launch, launched, session
+from yolo_transfer.engine.distributed import (
+    Distributed,
+    check_world,
+    launch,
+    launched,
+    parse_devices,
+    session,
+)
 from yolo_transfer.engine.ema import ModelEMA
 from yolo_transfer.engine.evaluate import evaluate, validation_forward_batch
 from yolo_transfer.engine.fused_frozen import fused_prefix
@@ -158,6 +165,13 @@ class Trainer:
             f"done ({self.progress.end_reason}): best mAP50-95 {best['map50_95']:.4f} at epoch "
             f"{best['epoch']}, weights in {self.weights_dir}"
         )
+        plots = [] if self.config.noplots else self._write_plots()
+        if self.tensorboard is not None:
+            self.tensorboard.finish(plots, self.progress.epoch)
+        return summary
+
+    def _write_plots(self) -> list[Path]:
+        """The finished run's plots (run_plots.py), named on the terminal."""
         plots = write_run_plots(
             self.out, self.progress.rows, self.data, self.val_loader, self.device,
             hyp=phase_hyp(self.hyp, self.strategy.phases[0]), imgsz=self.config.imgsz,
@@ -165,9 +179,7 @@ class Trainer:
             forward_batch=validation_forward_batch(self.config.batch),  # as validation: no new memory peak
         )  # fmt: skip
         self.console.print(f"plots in {self.out}: {', '.join(path.name for path in plots)}")
-        if self.tensorboard is not None:
-            self.tensorboard.finish(plots, self.progress.epoch)
-        return summary
+        return plots
 
     # ---- phases -------------------------------------------------------------------------------------------
 
@@ -616,19 +628,23 @@ def _train_rank(config: TrainConfig, strategy: Strategy, resume: bool, dist: Dis
 
 def train_command(args) -> int:
     """``yolo-transfer train``: a new run from the arguments, or ``--resume RUN_DIR``; ``--devices`` starts
-    one such process per device (as torchrun)."""
-    if args.devices and not launched():
-        return launch(train_command, args)
-    if args.resume:
+    one such process per device (as torchrun), after refusing once what every one of them would refuse."""
+    resume = bool(args.resume)
+    if resume:
         config, strategy = load_run(args.resume)
         if args.devices:  # the launched ranks train on the launch's kind of device
             config = dataclasses.replace(config, device=args.device)
         if args.lr0 is not None:  # e.g. a diverged run continues from its last finite epoch at a lower LR
             config = dataclasses.replace(config, lr0=args.lr0)
-        train(config, strategy, resume=True)
-        return 0
-    if not args.data:
+    elif not args.data:
         raise ConfigError("train needs --data (a data.yaml, VOC folder or COCO json), or --resume RUN_DIR")
-    strategy = load_strategy(args.strategy, epochs=args.epochs, freeze=args.freeze)
-    train(config_from_args(args), strategy)
+    else:
+        strategy = load_strategy(args.strategy, epochs=args.epochs, freeze=args.freeze)
+        config = config_from_args(args)
+    if args.devices and not launched():
+        kind, count, _ = parse_devices(args.devices)
+        check_world(kind, count, config.batch, config.sync_bn)
+        check_config(dataclasses.replace(config, device=kind), resume)
+        return launch(train_command, args)
+    train(config, strategy, resume)
     return 0
