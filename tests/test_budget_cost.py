@@ -1,11 +1,14 @@
 """Budgets and the one cost model behind them: epochs within a time budget, measured phase costs, time=1."""
 
+import dataclasses
 import json
 
 import pytest
 import torch
+from rich.console import Console
 
 from yolo_transfer.cli import main
+from yolo_transfer.compare.runner import RunSpec, plan_epochs, run_all, write_time_plans
 from yolo_transfer.data import load_dataset, load_hyp
 from yolo_transfer.data.synthetic import make_domain
 from yolo_transfer.engine.budget import epochs_within, parse_budget, schedule_seconds
@@ -155,3 +158,53 @@ def test_a_step_that_trains_fewer_modules_is_never_timed_slower(tiny, monkeypatc
         hyp=load_hyp("low"), device="cpu", repeats=1,
     )  # fmt: skip
     assert costs.step_s == {(24,): 1.0, tuple(range(10, 25)): 2.0, tuple(range(25)): 2.0, (0, 1, 2, 3): 2.0}
+
+
+def test_a_time_budget_plans_every_run_from_one_measurement(tiny, tmp_path, monkeypatch):
+    names = load_dataset(tiny).names
+    weights = tmp_path / "w.safetensors"
+    save_model(build_model("yolov5n", nc=len(names), names=names), weights, {})
+    options = {"imgsz": 128, "batch": 8, "hyp": "low", "device": "cpu", "workers": 0, "cache": None,
+               "val_fraction": 0.2, "split_seed": 0}  # fmt: skip
+    specs = [
+        RunSpec(entry, entry, seed, tmp_path / "runs" / f"{entry}-s{seed}", str(tiny), str(weights),
+                parse_budget("time=1"), 24, options)
+        for seed in (0, 1) for entry in ("full", "freeze")
+    ]  # fmt: skip
+    measured = []
+
+    def counting(model, strategies, *args, **kwargs):
+        strategies = list(strategies)
+        measured.append([strategy.name for strategy in strategies])
+        return measure_costs(model, strategies, *args, **kwargs)
+
+    monkeypatch.setattr("yolo_transfer.engine.cost.measure_costs", counting)
+    planned = write_time_plans(specs)
+    assert measured == [["full", "freeze"]]  # one measurement, both strategies' steps interleaved
+    plans = {spec.run_dir.name: json.loads((spec.run_dir / "plan.json").read_text()) for spec in specs}
+    assert planned == {"full": plans["full-s0"]["epochs"], "freeze": plans["freeze-s0"]["epochs"]}
+    for entry in ("full", "freeze"):  # every seed trains the same epochs
+        assert plans[f"{entry}-s0"] == plans[f"{entry}-s1"]
+    assert len({json.dumps(plan["probe"]["train_s_per_image"]) for plan in plans.values()}) == 1
+    assert set(plans["full-s0"]["probe"]["train_s_per_image"]) == {
+        ",".join(map(str, range(25))),
+        ",".join(map(str, range(10, 25))),
+    }
+    assert write_time_plans(specs) == {} and len(measured) == 1  # a fixed plan is never measured again
+    alone = dataclasses.replace(specs[0], run_dir=tmp_path / "alone")
+    assert plan_epochs(alone)["probe"]["epochs"] >= 1 and measured[-1] == ["full"]  # a run on its own
+
+
+def test_only_runs_that_go_one_at_a_time_on_one_device_are_planned_before_they_start(monkeypatch, tmp_path):
+    spec = RunSpec("full", "full", 0, tmp_path / "full-s0", "d", "w", parse_budget("time=1"), 1)
+    planned = []
+    monkeypatch.setattr("yolo_transfer.compare.runner.write_time_plans", lambda s: planned.append(s) or {})
+    monkeypatch.setattr("yolo_transfer.compare.runner._run_processes", lambda *a: [])
+    console = Console(quiet=True)
+    run_all([spec], jobs=1, backend="local", console=console)
+    assert planned == [[spec]]
+    run_all([spec], jobs=2, backend="local", console=console)
+    run_all([spec], jobs=1, backend="local", console=console, devices=["cuda:0", "cuda:1"])
+    monkeypatch.setattr("yolo_transfer.compare.runner._run_ray", lambda *a: [])
+    run_all([spec], jobs=1, backend="ray", console=console)
+    assert planned == [[spec]]  # parallel runs, device lanes and Ray tasks measure where they run

@@ -4,7 +4,9 @@ Every run trains from the same weights on the same data with the same budget, op
 ``OUT/runs/<strategy>-s<seed>/`` (the trainer's folder layout). A run whose ``summary.json`` exists is
 skipped; one with resume state (``weights/last.state.json``) resumes; one that raises is recorded with its
 error (traceback in ``error.txt``) while the others go on. The epoch count each run's schedule gets is fixed
-the first time it starts (``plan.json``), so a resumed run keeps its schedule.
+the first time it starts (``plan.json``), so a resumed run keeps its schedule; under a time budget, runs
+that go one at a time on one device are all planned from one measurement made before the first starts (in
+parallel, on Ray or on several devices each run measures where it runs).
 """
 
 from __future__ import annotations
@@ -63,25 +65,42 @@ class RunOutcome:
 def plan_epochs(spec: RunSpec) -> dict:
     """The run's schedule length (for a time budget with the measurements behind it); fixed at first start."""
     plan_path = spec.run_dir / "plan.json"
-    if plan_path.is_file():
-        return json.loads(plan_path.read_text())
-    if spec.budget.kind == "epochs":
-        plan = {"epochs": int(spec.budget.value)}
-    elif spec.budget.kind == "images":
-        plan = {"epochs": epochs_for_images(spec.budget, spec.n_train)}
-    else:
-        from yolo_transfer.engine.cost import epochs_for_time
+    if not plan_path.is_file():
+        if spec.budget.kind == "time":
+            write_time_plans([spec])
+        else:
+            epochs = (
+                int(spec.budget.value)
+                if spec.budget.kind == "epochs"
+                else epochs_for_images(spec.budget, spec.n_train)
+            )
+            write_atomic(plan_path, json.dumps({"epochs": epochs}, indent=2).encode())
+    return json.loads(plan_path.read_text())
 
-        epochs, probe = epochs_for_time(
-            spec.strategy,
-            spec.budget.max_seconds,
-            weights=spec.weights,
-            data=spec.data,
-            **{key: spec.options[key] for key in TIME_PROBE_OPTIONS},
-        )
+
+def write_time_plans(specs: list[RunSpec]) -> dict[str, int]:
+    """Fix the schedule of every time-budgeted run in ``specs`` that has none yet, from one measurement of
+    all their strategies on this machine (engine/cost.py): every seed of a strategy gets the same epochs,
+    and a disturbance while timing hits every strategy alike, as in ``advise``. Returns the epochs planned,
+    by strategy label."""
+    todo = [s for s in specs if s.budget.kind == "time" and not (s.run_dir / "plan.json").is_file()]
+    if not todo:
+        return {}
+    from yolo_transfer.engine.cost import epochs_for_time
+
+    first = todo[0]
+    plans = epochs_for_time(
+        list(dict.fromkeys(spec.strategy for spec in todo)),
+        first.budget.max_seconds,
+        weights=first.weights,
+        data=first.data,
+        **{key: first.options[key] for key in TIME_PROBE_OPTIONS},
+    )
+    for spec in todo:
+        epochs, probe = plans[spec.strategy]
         plan = {"epochs": epochs, "probe": probe}
-    write_atomic(plan_path, json.dumps(plan, indent=2).encode())
-    return plan
+        write_atomic(spec.run_dir / "plan.json", json.dumps(plan, indent=2).encode())
+    return {spec.label: plans[spec.strategy][0] for spec in todo}
 
 
 def execute_run(spec: RunSpec) -> RunOutcome:
@@ -166,6 +185,11 @@ def run_all(
     elif backend == "ray":
         outcomes = _run_ray(todo, console)
     else:
+        if not devices and jobs == 1:  # one run at a time on one device: one measurement plans them all
+            planned = write_time_plans(todo)
+            if planned:
+                epochs = ", ".join(f"{label} {count}" for label, count in planned.items())
+                console.print(f"epochs that fit the budget, measured once for every run: {epochs}")
         outcomes = _run_processes(todo, devices or [None] * jobs, console)
     order = {(spec.label, spec.seed): i for i, spec in enumerate(specs)}
     return sorted(skipped + outcomes, key=lambda outcome: order[(outcome.label, outcome.seed)])

@@ -272,7 +272,7 @@ def _loader_seconds(loader, repeats: int) -> tuple[float, tuple[torch.Tensor, to
 
 
 def epochs_for_time(
-    strategy: str,
+    strategies: list[str],
     seconds: float,
     *,
     weights: str,
@@ -285,17 +285,17 @@ def epochs_for_time(
     cache: bool | None,
     val_fraction: float,
     split_seed: int,
-) -> tuple[int, dict]:
-    """Epochs of ``strategy`` that fill ``seconds`` on this machine, and the measurements behind them."""
+) -> dict[str, tuple[int, dict]]:
+    """Epochs of each of ``strategies`` that fill ``seconds`` on this machine, and the measurements behind
+    them, from one measurement of all their phases (their steps interleaved, as ``advise`` times them)."""
     from yolo_transfer.data import load_dataset, load_hyp
     from yolo_transfer.models import load_model
 
     dataset = load_dataset(data, val_fraction=val_fraction, seed=split_seed)
     model, _ = load_model(weights, nc=len(dataset.names), names=dataset.names)
-    resolved = load_strategy(strategy, epochs=NOMINAL_EPOCHS)
     costs = measure_costs(
         model,
-        [resolved],
+        [load_strategy(strategy, epochs=NOMINAL_EPOCHS) for strategy in strategies],
         dataset,
         imgsz=imgsz,
         batch=batch,
@@ -304,6 +304,9 @@ def epochs_for_time(
         workers=workers,
         cache=cache,
     )
-    epochs = max(1, costs.epochs_within(strategy, model, seconds))
-    estimate = costs.mean_epoch_seconds(strategy, model)
-    return epochs, {**costs.to_dict(), "epoch_seconds_estimate": estimate, "epochs": epochs}
+    plans = {}
+    for strategy in strategies:
+        epochs = max(1, costs.epochs_within(strategy, model, seconds))
+        estimate = costs.mean_epoch_seconds(strategy, model)
+        plans[strategy] = (epochs, {**costs.to_dict(), "epoch_seconds_estimate": estimate, "epochs": epochs})
+    return plans
