@@ -262,3 +262,18 @@ def test_state_killed_between_renames_is_recovered(tmp_path):
     (tmp_path / (STATE_JSON + ".tmp")).unlink()
     with pytest.raises(ConfigError, match="state files mismatched"):
         read_state(tmp_path)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
+def test_peak_rss_is_the_process_own_not_that_of_the_process_that_started_it():
+    """getrusage's maximum carries the parent's resident memory into a child (across fork and exec): a run
+    spawned by a compare process holding a model would report the parent's memory as its peak."""
+    held = torch.ones(128 * 2**20)  # 512 MB, resident
+    status = Path("/proc/self/status").read_text().splitlines()
+    resident_mb = int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) / 1024
+    child = subprocess.run(
+        [sys.executable, "-c", "from yolo_transfer.engine.run_log import peak_rss_mb; print(peak_rss_mb())"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert float(child.stdout) < resident_mb - 400, (child.stdout, resident_mb)
+    del held

@@ -31,7 +31,6 @@ CALIBRATION_IMGSZ = 320  # the shift thresholds hold at this image size (COCO's 
 OBJECT_LIKE = 0.5  # mean top-10 objectness of the pretrained detector: coco8 0.65, raccoon 0.68, bccd 0.35
 COMPUTE_BOUND_EPOCHS = 10  # at most this many epochs of full fine-tuning is "compute-bound" (STUDY_COMPUTE)
 NEAR_COMPUTE_BOUND_EPOCHS = 20  # ... on near data: freeze led up to 20-23 full epochs (STUDY_COMPUTE_NEAR)
-MID_BUDGET_EPOCHS = 20  # ... elsewhere, up to this many full epochs: staged (STUDY_TIME_STAGED)
 FREEZE_SPEEDUP = 1.25  # freezing must buy at least this many more epochs to pay off (#1314: ~23% less time)
 DEFAULT_BATCH = 16  # yolov5 train.py / ultralytics default batch size
 MIN_STEPS_PER_EPOCH = 4  # a batch is capped so that an epoch still has a few optimizer steps
@@ -72,10 +71,6 @@ RETHINKING_PRETRAINING = (
 DISSIMILAR_LR = (
     "Li et al., ICLR 2020 (Rethinking the hyperparameters for fine-tuning): dissimilar targets want a larger "
     "effective LR"
-)
-LP_FT = (
-    "LP-FT (Kumar et al., ICLR 2022): train the head on frozen features first, then everything; fastai "
-    "fine_tune(freeze_epochs=1)"
 )
 BIT = "BiT-HyperRule (Kolesnikov et al., ECCV 2020): < 20k examples -> 500 steps, <= 500k -> 10k, else 20k"
 BIT_MIXUP = "BiT-HyperRule: MixUp only above 20k examples; YOLOv5 hyps: low for n/s, med for m, high for l/x"
@@ -136,14 +131,6 @@ STUDY_COMPUTE_NEAR = (
     "license_plates images, 3 minutes (full 20-23 epochs, freeze 28-33) 0.502 vs 0.491, 4 minutes with one "
     "loader worker (full 15-16, freeze 24-25) 0.487 vs 0.467: freeze ahead in every case (0.8-3.4 points), "
     "where 30 epochs each put full 1.0 point ahead on those 100 images"
-)
-STUDY_TIME_STAGED = (
-    f"{STUDY}: 3 minutes on 100 training images, seeds 0 and 1, each strategy the epochs it fits (full "
-    "17-22, staged 22-26, freeze 19-39) - staged vs full vs freeze: dawn_fog 0.267, 0.250, 0.253; "
-    "aerial_maritime 0.166, 0.164, 0.145; bccd 0.447, 0.437, 0.456 (staged within a point of the best in "
-    "each), where 30 epochs each put staged 3.2 and 5.0 points behind full on bccd and aerial_maritime; on "
-    "data near the pretraining staged was last at 3 and 4 minutes on 100 license_plates images (0.465 vs "
-    "0.502 for freeze, separated)"
 )
 MEASURED_TIME = "measured seconds per epoch on this device (advise: compute)"
 
@@ -305,20 +292,6 @@ RULES: list[Rule] = [
         "a frozen backbone: on such data the frozen backbone's extra epochs led at every time budget "
         "measured, up to 20-23 full epochs",
         f"{STUDY_COMPUTE_NEAR}; {MAINTAINER_ADVICE}; {FREEZE_TUTORIAL}",
-    ),
-    Rule(
-        f"time budget fits {COMPUTE_BOUND_EPOCHS + 1}-{MID_BUDGET_EPOCHS} epochs of full FT, data not near",
-        lambda p, d: (
-            bool(p.epochs_fit)
-            and "staged" in p.epochs_fit
-            and COMPUTE_BOUND_EPOCHS < p.epochs_fit.get("full", 0) <= MID_BUDGET_EPOCHS
-            and not _near(p)
-        ),
-        {"strategy": "staged"},
-        "the budget fits {epochs_fit[full]} epochs of full fine-tuning vs {epochs_fit[staged]} of staged "
-        "unfreezing, whose frozen first phase is cheaper: with this many epochs, on data that is not near "
-        "the pretraining, the extra epochs put staged first or within a point in every case measured",
-        f"{STUDY_TIME_STAGED}; {LP_FT}",
     ),
     Rule(
         "large data and high shift",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -41,7 +42,14 @@ COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (getrusage reports KiB on Linux, bytes on macOS)."""
+    """Peak resident memory of this process so far. On Linux the high-water mark of its own memory
+    (/proc/self/status VmHWM): getrusage's maximum also counts the memory of the process that started this
+    one (Linux carries it across fork and exec), so a run spawned by a large ``compare`` process would report
+    that. Elsewhere getrusage (KiB on Linux, bytes on macOS)."""
+    with contextlib.suppress(OSError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
