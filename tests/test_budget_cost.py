@@ -2,17 +2,19 @@
 
 import dataclasses
 import json
+import os
 
 import pytest
 import torch
 from rich.console import Console
 
 from yolo_transfer.cli import main
-from yolo_transfer.compare.runner import RunSpec, plan_epochs, run_all, write_time_plans
+from yolo_transfer.compare.runner import RunSpec, in_fresh_process, plan_epochs, run_all, write_time_plans
 from yolo_transfer.data import load_dataset, load_hyp
 from yolo_transfer.data.synthetic import make_domain
 from yolo_transfer.engine.budget import epochs_within, parse_budget, schedule_seconds
 from yolo_transfer.engine.cost import CostModel, measure_costs
+from yolo_transfer.errors import ConfigError
 from yolo_transfer.models import build_model, save_model
 from yolo_transfer.strategies import Phase, Strategy
 from yolo_transfer.strategies.phase import resolve_phase_lengths
@@ -198,7 +200,13 @@ def test_a_time_budget_plans_every_run_from_one_measurement(tiny, tmp_path, monk
 def test_only_runs_that_go_one_at_a_time_on_one_device_are_planned_before_they_start(monkeypatch, tmp_path):
     spec = RunSpec("full", "full", 0, tmp_path / "full-s0", "d", "w", parse_budget("time=1"), 1)
     planned = []
-    monkeypatch.setattr("yolo_transfer.compare.runner.write_time_plans", lambda s: planned.append(s) or {})
+
+    def recording(function, specs):  # the measurement runs in a process of its own, not in compare's
+        assert function is write_time_plans
+        planned.append(specs)
+        return {}
+
+    monkeypatch.setattr("yolo_transfer.compare.runner.in_fresh_process", recording)
     monkeypatch.setattr("yolo_transfer.compare.runner._run_processes", lambda *a: [])
     console = Console(quiet=True)
     run_all([spec], jobs=1, backend="local", console=console)
@@ -208,3 +216,28 @@ def test_only_runs_that_go_one_at_a_time_on_one_device_are_planned_before_they_s
     monkeypatch.setattr("yolo_transfer.compare.runner._run_ray", lambda *a: [])
     run_all([spec], jobs=1, backend="ray", console=console)
     assert planned == [[spec]]  # parallel runs, device lanes and Ray tasks measure where they run
+    (tmp_path / "full-s0").mkdir()
+    (tmp_path / "full-s0" / "plan.json").write_text('{"epochs": 3}')
+    run_all([spec], jobs=1, backend="local", console=console)
+    assert planned == [[spec]]  # planned runs start no measuring process
+
+
+def test_a_fresh_process_returns_its_result_and_raises_its_errors_here():
+    assert in_fresh_process(os.getpid) != os.getpid()
+    with pytest.raises(ConfigError, match="--budget 'time=0': time must be a positive number"):
+        in_fresh_process(parse_budget, "time=0")
+
+
+def test_auto_is_advised_in_a_process_of_its_own(monkeypatch):
+    from yolo_transfer.advise import recommend_strategy
+    from yolo_transfer.compare import resolve_auto
+
+    calls = []
+    monkeypatch.setattr(
+        "yolo_transfer.compare.in_fresh_process",
+        lambda *args, **kwargs: calls.append((args, kwargs)) or "freeze",
+    )
+    budget = parse_budget("time=2")
+    assert resolve_auto(["full", "freeze"], "d", "w", budget, 320, "cpu") == ["full", "freeze"] and not calls
+    assert resolve_auto(["auto", "full", "freeze"], "d", "w", budget, 320, "cpu") == ["freeze", "full"]
+    assert calls == [((recommend_strategy, "d", "w"), {"budget": "time=2", "imgsz": 320, "device": "cpu"})]

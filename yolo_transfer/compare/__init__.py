@@ -11,7 +11,7 @@ from rich.console import Console
 from yolo_transfer.callable_module import ApiSubpackage
 from yolo_transfer.compare.report import write_report
 from yolo_transfer.compare.results import read_run
-from yolo_transfer.compare.runner import RunSpec, device_lanes, run_all
+from yolo_transfer.compare.runner import RunSpec, device_lanes, in_fresh_process, run_all
 from yolo_transfer.engine.budget import Budget, parse_budget
 from yolo_transfer.engine.outputs import ensure_writable_dir, write_atomic
 from yolo_transfer.errors import ConfigError
@@ -52,13 +52,19 @@ def strategy_labels(strategies: list[str]) -> dict[str, str]:
 def resolve_auto(
     strategies: list[str], data: str, weights: str, budget: Budget, imgsz: int, device: str
 ) -> list[str]:
-    """Replace ``auto`` by the strategy ``advise`` recommends for this data, weights and budget."""
+    """Replace ``auto`` by the strategy ``advise`` recommends for this data, weights and budget (measured
+    in a process of its own, which frees the model and its buffers before the runs start)."""
     if "auto" not in strategies:
         return strategies
     from yolo_transfer.advise import recommend_strategy
 
-    advised = recommend_strategy(
-        data, weights, budget=f"{budget.kind}={budget.value:g}", imgsz=imgsz, device=device
+    advised = in_fresh_process(
+        recommend_strategy,
+        data,
+        weights,
+        budget=f"{budget.kind}={budget.value:g}",
+        imgsz=imgsz,
+        device=device,
     )
     Console().print(f"auto -> {advised} (yolo-transfer advise)")
     resolved = [advised if entry == "auto" else entry for entry in strategies]
