@@ -108,7 +108,7 @@ def test_near_time_budget_row_names_the_epochs_and_cites_the_time_budget_cases()
     assert "fits 18 epochs of full vs 26 with a frozen backbone" in rec.strategy.reason
     assert "3 minutes (full 14-23 epochs, freeze 25-33), seeds 0-2: 0.487 vs 0.470" in rec.strategy.source
     assert "freeze ahead or within half a point in every case" in rec.strategy.source
-    assert "(full 21, freeze 38): 0.719 vs 0.735" in rec.strategy.source  # above the limit, full led
+    assert "(full 21-22, freeze 38-41), seeds 0-2: 0.723 vs 0.736" in rec.strategy.source  # full led above
 
 
 def test_reasons_name_the_measurement() -> None:
