@@ -208,11 +208,16 @@ def in_fresh_process(function: Callable[..., Result], *args: Any, **kwargs: Any)
     a CUDA context, the measurement's buffers) is freed then, not held by this process while the runs train
     (measuring yolov5n on a CPU left 1.3-1.7 GB resident against 0.75 GB without). Its exceptions are raised
     here."""
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        1, mp_context=context, initializer=end_with_parent, initargs=(os.getpid(),)
-    ) as pool:
+    with _spawned_workers(1) as pool:
         return pool.submit(function, *args, **kwargs).result()
+
+
+def _spawned_workers(count: int) -> ProcessPoolExecutor:
+    """``count`` spawned worker processes, each used for one task only and ended with this process."""
+    fresh = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}  # 3.10 reuses worker processes
+    context = multiprocessing.get_context("spawn")
+    watch = {"initializer": end_with_parent, "initargs": (os.getpid(),)}
+    return ProcessPoolExecutor(count, mp_context=context, **watch, **fresh)
 
 
 def _announce(outcome: RunOutcome, console: Console, counter: RunCounter) -> RunOutcome:
@@ -236,11 +241,8 @@ def _run_processes(specs: list[RunSpec], lanes: list[str | None], console: Conso
     if len(lanes) > 1:
         threads = max(1, (os.cpu_count() or 1) // len(lanes))
         specs = [dataclasses.replace(spec, threads=threads, log_file=True) for spec in specs]
-    fresh = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}  # 3.10 reuses worker processes
-    context = multiprocessing.get_context("spawn")
     outcomes, counter, waiting = [], RunCounter(len(specs)), list(reversed(specs))
-    workers = {"max_workers": min(len(lanes), len(specs)), "mp_context": context, **fresh}
-    with ProcessPoolExecutor(**workers, initializer=end_with_parent, initargs=(os.getpid(),)) as pool:
+    with _spawned_workers(min(len(lanes), len(specs))) as pool:
         running = {}
 
         def start(lane: str | None) -> None:
