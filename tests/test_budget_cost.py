@@ -12,7 +12,7 @@ from yolo_transfer.cli import main
 from yolo_transfer.compare.runner import RunSpec, in_fresh_process, plan_epochs, run_all, write_time_plans
 from yolo_transfer.data import load_dataset, load_hyp
 from yolo_transfer.data.synthetic import make_domain
-from yolo_transfer.engine.budget import epochs_within, parse_budget, schedule_seconds
+from yolo_transfer.engine.budget import epochs_within, parse_budget, schedule_seconds, time_fitted_length
 from yolo_transfer.engine.cost import CostModel, measure_costs
 from yolo_transfer.errors import ConfigError
 from yolo_transfer.models import build_model, save_model
@@ -35,6 +35,22 @@ def test_epochs_within_a_time_budget():
     assert schedule_seconds(resolve_two(100), [6.0, 10.0], 100) == 50 * 6 + 50 * 10
     assert epochs_within(resolve_two, [6.0, 10.0], budget_s=800) == 100
     assert epochs_within(resolve_two, [6.0, 10.0], budget_s=87) == 11  # 6 * 6 + 5 * 10 = 86
+
+
+def test_a_phase_slower_than_its_plan_is_fitted_to_the_time_left():
+    # 20 s with the image cache filled, then 10 s an epoch: 10 more fit in 100 s
+    assert time_fitted_length(30, [20.0, 10.0, 10.0], seconds_left=100.0) == (13, 10.0)
+    assert time_fitted_length(13, [20.0, 10.0, 10.0], seconds_left=200.0) == (
+        13,
+        10.0,
+    )  # never beyond the plan
+    # a slowdown counts from its first epoch (the mean would say 8.5 s); the next re-plan gives back
+    assert time_fitted_length(30, [20.0, 5.0, 5.0, 16.0], seconds_left=100.0) == (10, 16.0)
+    assert time_fitted_length(30, [20.0, 5.0, 5.0, 16.0, 5.0], seconds_left=84.0) == (15, 7.75)
+    assert (
+        time_fitted_length(30, [20.0, 10.0], seconds_left=9.0) is None
+    )  # no epoch fits: the budget stops it
+    assert time_fitted_length(30, [20.0], seconds_left=10.0) is None  # one epoch sets no pace
 
 
 def test_budget_text():
@@ -133,8 +149,9 @@ def test_a_one_minute_budget_ends_within_fifteen_percent_its_schedule_cut_only_b
     assert run["wall_seconds"] <= 60 * 1.15, run["wall_seconds"]
     assert run["wall_seconds"] >= 60 * 0.5, run["wall_seconds"]  # the schedule used the budget
     summary = json.loads((out / "runs" / "full-s0" / "summary.json").read_text())
-    if summary["end_reason"] == "completed":  # the LR ran down
-        assert summary["epochs"] == plan["epochs"]
+    if summary["end_reason"] == "completed":  # the LR ran down, over the plan or a shortened one
+        planned = summary["phases"][0].get("planned_epochs", summary["epochs"])
+        assert planned == plan["epochs"] and summary["epochs"] <= planned
     else:  # the plan leaves a tenth of the budget spare: only epochs slower than measured can be cut
         assert summary["end_reason"] == "max_seconds"
         state = json.loads((out / "runs" / "full-s0" / "weights" / "last.state.json").read_text())

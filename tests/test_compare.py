@@ -36,7 +36,13 @@ class Maybe:
 
 
 POINT = {"epoch": int, "map50": NUMBER, "map50_95": NUMBER, "coco_map50": NUMBER, "coco_map50_95": NUMBER}
-PHASE = {"name": str, "trainable_params": int, "epochs_run": int, "end_reason": Maybe(str)}
+PHASE = {
+    "name": str,
+    "trainable_params": int,
+    "epochs_run": int,
+    "planned_epochs": Maybe(int),
+    "end_reason": Maybe(str),
+}
 RUN = {
     "strategy": str,
     "seed": int,
@@ -315,7 +321,7 @@ def _run(strategy: str, seed: int, best: float, wall: float) -> dict:
             "best": point, "final": point, "epochs": 4, "wall_seconds": wall, "train_img_per_s": 100.0 / wall,
             "time_to_95pct_best_s": wall / 2, "peak_rss_mb": 900.0, "gpu_mem_mb": 0.0,
             "still_improving": False, "phases": [{"name": "all", "trainable_params": 1000, "epochs_run": 4,
-                        "end_reason": "epochs"}]}  # fmt: skip
+                        "planned_epochs": None, "end_reason": "epochs"}]}  # fmt: skip
 
 
 def test_winner_margin_against_the_seed_spread():

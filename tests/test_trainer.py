@@ -14,8 +14,9 @@ import torch
 from safetensors.torch import load_file
 
 from yolo_transfer.cli import main
-from yolo_transfer.data import load_dataset
+from yolo_transfer.data import load_dataset, load_hyp
 from yolo_transfer.data.synthetic import make_domain
+from yolo_transfer.engine.optim import lr_lambda
 from yolo_transfer.engine.run_log import RESULTS_COLUMNS
 from yolo_transfer.engine.run_state import STATE_JSON, read_state, write_state
 from yolo_transfer.engine.stopping import Plateau
@@ -222,6 +223,58 @@ def test_a_time_budget_ends_a_run_only_when_it_cuts_the_schedule(
     progress = json.loads((config.out / "weights" / "last.state.json").read_text())["progress"]
     assert summary["end_reason"] == end and summary["epochs"] == 1 and progress["images_seen"] == images
     assert summary["phases"][0]["end_reason"] == ("epochs" if end == "completed" else end)
+
+
+class StepClock:
+    """The trainer's clock in a test: only training steps take time, as much as the test adds."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    perf_counter = staticmethod(time.perf_counter)
+
+
+@pytest.mark.parametrize(
+    ("max_seconds", "slow_epoch", "epochs", "planned"),
+    [
+        (9, None, 4, 5),  # 2 s epochs: after phase 2's second epoch (6 s) one more fits in the 3 s left
+        (13, None, 6, None),  # the 12 s schedule fits: it is kept
+        # epoch 3 takes 6 s: 5 epochs -> 3 (6 s left at 6 s), -> 4 after a 2 s epoch (4 s left at 4 s)
+        (16, 2, 5, 5),
+    ],
+)
+def test_a_last_phase_slower_than_its_time_budget_is_fitted_with_its_lr_schedule(
+    shapes, tmp_path, monkeypatch, max_seconds, slow_epoch, epochs, planned
+):
+    clock, step = StepClock(), Trainer._train_step
+
+    def timed_step(self, *args, **kwargs):
+        clock.now += 3.0 if self.progress.epoch == slow_epoch else 1.0
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr("yolo_transfer.engine.trainer.time", clock)
+    monkeypatch.setattr(Trainer, "_train_step", timed_step)
+    phases = [  # no warmup: each epoch's LR is lr0 times the phase's schedule
+        Phase("head", trainable=["head"], epochs=1, warmup_epochs=0.0), Phase("all", warmup_epochs=0.0)
+    ]  # fmt: skip
+    config = TrainConfig(  # 32 training images in batches of 16: two steps per epoch
+        data=str(shapes), out=tmp_path / "run", epochs=6, max_seconds=max_seconds, **{**SMALL, "batch": 16}
+    )
+    summary = train(config, Strategy("two", "", phases))
+
+    assert summary["end_reason"] == "completed" and summary["epochs"] == epochs
+    first, last = summary["phases"]
+    assert "planned_epochs" not in first and last.get("planned_epochs") == planned
+    assert last["epochs_run"] == epochs - 1 and last["end_reason"] == "epochs"
+    state = json.loads((config.out / "weights" / STATE_JSON).read_text())
+    assert state["config"]["epochs"] == epochs  # a resumed run follows the shortened schedule
+    hyp, rows = load_hyp("low"), read_rows(config.out)
+    schedule = lr_lambda(epochs - 1, hyp["lrf"])
+    assert float(rows[1]["x/lr0"]) == pytest.approx(hyp["lr0"] * lr_lambda(5, hyp["lrf"])(0))
+    assert float(rows[-1]["x/lr0"]) == pytest.approx(hyp["lr0"] * schedule(epochs - 2))
 
 
 @pytest.mark.parametrize(

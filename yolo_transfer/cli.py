@@ -185,7 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="resume an interrupted run (with --lr0: at that LR, e.g. after the loss diverged)",
     )  # fmt: skip
     p.add_argument("--close-mosaic", type=int, default=0, help="turn mosaic off for the last N epochs")
-    p.add_argument("--max-seconds", type=float, default=None, help="stop cleanly after this much wall time")
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="wall-time budget: a last phase whose epochs would overrun it is shortened to the epochs "
+        "that fit (its LR schedule rebuilt); the run stops cleanly when the time is up",
+    )
     p.add_argument("--max-images", type=int, default=None, help="stop cleanly after N training images")
     p.add_argument("--seed", type=int, default=0, help="seed of weights init, augmentation and data order")
     p.add_argument(

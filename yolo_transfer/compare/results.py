@@ -55,6 +55,7 @@ METRICS = [
 ]
 METRIC_BY_KEY = {metric.key: metric for metric in METRICS}
 HEADLINE = "best_map50_95"
+PHASE_KEYS = ("name", "trainable_params", "epochs_run", "planned_epochs", "end_reason")  # of every phase
 
 
 def read_run(strategy: str, seed: int, run_dir: Path, out_dir: Path, status: str, error: str | None) -> dict:
@@ -76,10 +77,7 @@ def read_run(strategy: str, seed: int, run_dir: Path, out_dir: Path, status: str
         "peak_rss_mb": summary.get("peak_rss_mb"),
         "gpu_mem_mb": summary.get("gpu_mem_mb"),
         "still_improving": summary.get("still_improving"),
-        "phases": [
-            {key: phase.get(key) for key in ("name", "trainable_params", "epochs_run", "end_reason")}
-            for phase in summary.get("phases", [])
-        ],
+        "phases": [{key: phase.get(key) for key in PHASE_KEYS} for phase in summary.get("phases", [])],
     }
     if entry["status"] == "done" and entry["best"] is None:
         entry.update(status="failed", error=f"{summary_path}: no 'best' metrics")

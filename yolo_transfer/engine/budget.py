@@ -3,15 +3,17 @@
 The trainer needs an epoch count for its LR schedule in every case. For ``epochs`` it is the budget itself;
 for ``images`` it is ``ceil(K / train images)`` and the trainer stops after exactly K images
 (``max_images``). For ``time`` the schedule gets the most epochs whose estimated seconds (engine/cost.py) fill
-90% of the budget, so the LR decays to its end before the time runs out; ``max_seconds`` stops the run if
-the estimate was short.
+90% of the budget, so the LR decays to its end before the time runs out. When the last phase's epochs run
+slower than that (a busier or slower machine than the one measured), the trainer shortens the phase to what
+still fits (:func:`time_fitted_length`); ``max_seconds`` stops the run if even that was short.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from yolo_transfer.errors import ConfigError
@@ -85,3 +87,21 @@ def epochs_within(
         else:
             high = mid - 1
     return low if low >= len(phase_epoch_s) else 0
+
+
+def time_fitted_length(
+    planned: int, epoch_seconds: Sequence[float], seconds_left: float
+) -> tuple[int, float] | None:
+    """The length of a phase planned for ``planned`` epochs that has run ``epoch_seconds`` (wall time of each
+    epoch, validation and checkpoints included) with ``seconds_left`` of a time budget: the epochs that fit at
+    its pace, never more than planned, and that pace (seconds per epoch). The pace is the larger of the mean
+    epoch (the phase's first left out: it carries the set-up, image cache and loaders) and the latest one, so
+    a slowdown counts from its first epoch; the next re-plan gives back what a passing one took. None before
+    two epochs have run and when not even one more fits (the budget then stops the run)."""
+    if len(epoch_seconds) < 2:
+        return None
+    pace = max(statistics.fmean(epoch_seconds[1:]), epoch_seconds[-1])
+    more = math.floor(seconds_left / pace)
+    if more < 1:
+        return None
+    return min(planned, len(epoch_seconds) + more), pace

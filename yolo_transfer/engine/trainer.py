@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,6 +24,7 @@ from rich.progress import Progress
 from yolo_transfer.data import LoadedDataset, build_dataloader, load_dataset, load_hyp
 from yolo_transfer.engine import run_log
 from yolo_transfer.engine.autobatch import auto_batch_size
+from yolo_transfer.engine.budget import time_fitted_length
 from yolo_transfer.engine.device import (
     device_info,
     seed_everything,
@@ -450,6 +452,8 @@ class Trainer:
         ``cut`` is the budget that stopped this epoch before its last batch. A budget found spent after the
         schedule's last epoch cut nothing: that run is ``completed``."""
         progress = self.progress
+        if cut is None:
+            self._fit_time_budget(active)
         phase_end = None
         validated, plateau = fit is not None, progress.plateau
         if progress.phase_epoch >= active.length:
@@ -474,6 +478,32 @@ class Trainer:
             progress.end_reason = "early_stop"
         elif schedule_done:
             progress.end_reason = "completed"
+
+    def _fit_time_budget(self, active: ActivePhase) -> None:
+        """Re-plan the last phase's length from its measured pace when it runs slower than the time budget's
+        plan (a busier or slower machine than the one measured), so its LR still decays to the end instead of
+        the budget cutting it (ultralytics' ``time=`` re-plans likewise), and rebuild its LR schedule for that
+        length. Never beyond the plan: a run that keeps pace keeps it, whatever the machine's speed."""
+        config, progress = self.config, self.progress
+        if config.max_seconds is None or active.index + 1 < len(self.strategy.phases):
+            return
+        start, record = progress.epoch - progress.phase_epoch, progress.phases[-1]
+        walls = [0.0, *(row["wall_s"] for row in progress.rows)][start:]
+        epoch_seconds = [end - begin for begin, end in itertools.pairwise(walls)]
+        planned = record.get("planned_epochs", active.length)
+        left = config.max_seconds - progress.wall_seconds
+        fitted = self.dist.from_main(lambda: time_fitted_length(planned, epoch_seconds, left))
+        if fitted is None or fitted[0] == active.length:
+            return
+        length, pace = fitted
+        self.console.print(
+            f"time budget: at {pace:.1f} s an epoch, phase '{active.phase.name}' runs {length} of its "
+            f"{planned} planned epochs, its LR decaying within the budget"
+        )
+        record["planned_epochs"] = planned
+        self.config = dataclasses.replace(config, epochs=start + length)  # resumes with this schedule
+        active.length = length
+        active.lf = lr_lambda(length, active.hyp["lrf"], config.cos_lr)
 
     def _results_row(self, active, train_loss, metrics, lrs, img_per_s: float, fit: float) -> dict:
         progress = self.progress
