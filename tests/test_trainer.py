@@ -20,6 +20,7 @@ from yolo_transfer.engine.optim import lr_lambda
 from yolo_transfer.engine.run_log import RESULTS_COLUMNS
 from yolo_transfer.engine.run_state import STATE_JSON, read_state, write_state
 from yolo_transfer.engine.stopping import Plateau
+from yolo_transfer.engine.train_config import load_run
 from yolo_transfer.engine.trainer import TrainConfig, Trainer, train
 from yolo_transfer.errors import ConfigError, TrainingError
 from yolo_transfer.models import build_model, load_model
@@ -275,6 +276,48 @@ def test_a_last_phase_slower_than_its_time_budget_is_fitted_with_its_lr_schedule
     schedule = lr_lambda(epochs - 1, hyp["lrf"])
     assert float(rows[1]["x/lr0"]) == pytest.approx(hyp["lr0"] * lr_lambda(5, hyp["lrf"])(0))
     assert float(rows[-1]["x/lr0"]) == pytest.approx(hyp["lr0"] * schedule(epochs - 2))
+
+
+def test_a_run_resumed_after_a_time_budget_re_plan_keeps_the_re_planned_schedule(
+    shapes, tmp_path, monkeypatch
+):
+    clock, step, save = StepClock(), Trainer._train_step, Trainer._save
+
+    class Stop(Exception):
+        pass
+
+    def timed_step(self, *args, **kwargs):
+        clock.now += 1.0
+        return step(self, *args, **kwargs)
+
+    def save_then_stop(self, is_best):
+        save(self, is_best)
+        if self.progress.epoch == stop_after:
+            raise Stop
+
+    monkeypatch.setattr("yolo_transfer.engine.trainer.time", clock)
+    monkeypatch.setattr(Trainer, "_train_step", timed_step)
+    monkeypatch.setattr(Trainer, "_save", save_then_stop)
+    phases = [Phase("head", trainable=["head"], epochs=1), Phase("all")]
+    runs = {}
+    for name, stop_after in (("whole", None), ("resumed", 3)):  # phase 2 re-planned 5 -> 3 after epoch 3
+        clock.now = 0.0
+        config = TrainConfig(
+            data=str(shapes), out=tmp_path / name, epochs=6, max_seconds=9, **{**SMALL, "batch": 16}
+        )
+        if stop_after is None:
+            runs[name] = train(config, Strategy("two", "", phases))
+            continue
+        with pytest.raises(Stop):
+            train(config, Strategy("two", "", phases))
+        stop_after = None
+        runs[name] = train(*load_run(config.out), resume=True)
+
+    assert runs["whole"]["epochs"] == runs["resumed"]["epochs"] == 4
+    assert runs["whole"]["phases"] == runs["resumed"]["phases"]
+    assert runs["resumed"]["phases"][1]["planned_epochs"] == 5
+    assert read_rows(tmp_path / "whole")[-1]["x/lr0"] == read_rows(tmp_path / "resumed")[-1]["x/lr0"]
+    assert runs["whole"]["final"] == runs["resumed"]["final"]
 
 
 @pytest.mark.parametrize(
