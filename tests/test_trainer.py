@@ -227,10 +227,18 @@ def test_a_time_budget_ends_a_run_only_when_it_cuts_the_schedule(
 
 
 class StepClock:
-    """The trainer's clock in a test: only training steps take time, as much as the test adds."""
+    """The trainer's clock in a test: only training steps take time, one second each (three in the 0-based
+    epoch ``slow_epoch``)."""
 
-    def __init__(self):
-        self.now = 0.0
+    def __init__(self, monkeypatch, slow_epoch: int | None = None):
+        self.now, step = 0.0, Trainer._train_step
+
+        def timed_step(trainer, *args, **kwargs):
+            self.now += 3.0 if trainer.progress.epoch == slow_epoch else 1.0
+            return step(trainer, *args, **kwargs)
+
+        monkeypatch.setattr("yolo_transfer.engine.trainer.time", self)
+        monkeypatch.setattr(Trainer, "_train_step", timed_step)
 
     def monotonic(self) -> float:
         return self.now
@@ -249,14 +257,7 @@ class StepClock:
 def test_a_last_phase_slower_than_its_time_budget_is_fitted_with_its_lr_schedule(
     shapes, tmp_path, monkeypatch, max_seconds, slow_epoch, epochs
 ):
-    clock, step = StepClock(), Trainer._train_step
-
-    def timed_step(self, *args, **kwargs):
-        clock.now += 3.0 if self.progress.epoch == slow_epoch else 1.0
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr("yolo_transfer.engine.trainer.time", clock)
-    monkeypatch.setattr(Trainer, "_train_step", timed_step)
+    StepClock(monkeypatch, slow_epoch)
     phases = [  # no warmup: each epoch's LR is lr0 times the phase's schedule
         Phase("head", trainable=["head"], epochs=1, warmup_epochs=0.0), Phase("all", warmup_epochs=0.0)
     ]  # fmt: skip
@@ -280,22 +281,16 @@ def test_a_last_phase_slower_than_its_time_budget_is_fitted_with_its_lr_schedule
 def test_a_run_resumed_after_a_time_budget_re_plan_keeps_the_re_planned_schedule(
     shapes, tmp_path, monkeypatch
 ):
-    clock, step, save = StepClock(), Trainer._train_step, Trainer._save
+    clock, save = StepClock(monkeypatch), Trainer._save
 
     class Stop(Exception):
         pass
-
-    def timed_step(self, *args, **kwargs):
-        clock.now += 1.0
-        return step(self, *args, **kwargs)
 
     def save_then_stop(self, is_best):
         save(self, is_best)
         if self.progress.epoch == stop_after:
             raise Stop
 
-    monkeypatch.setattr("yolo_transfer.engine.trainer.time", clock)
-    monkeypatch.setattr(Trainer, "_train_step", timed_step)
     monkeypatch.setattr(Trainer, "_save", save_then_stop)
     phases = [Phase("head", trainable=["head"], epochs=1), Phase("all")]
     runs = {}
