@@ -3,6 +3,7 @@ staged run end to end, a killed rank ends the run with an error, and a run resum
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -23,10 +24,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from yolo_transfer.cli import main
 from yolo_transfer.data import load_dataset
 from yolo_transfer.data.synthetic import make_domain
-from yolo_transfer.engine.distributed import TIMEOUT_ENV, Distributed, parse_devices, session
+from yolo_transfer.engine.distributed import TIMEOUT_ENV, Distributed, launch, parse_devices, session
 from yolo_transfer.engine.run_state import STATE_JSON, read_state
 from yolo_transfer.engine.trainer import TrainConfig, Trainer
-from yolo_transfer.errors import ConfigError
+from yolo_transfer.errors import ConfigError, TrainingError
 from yolo_transfer.models import build_model, load_model, save_model
 from yolo_transfer.strategies import load_strategy
 
@@ -160,7 +161,10 @@ def test_killed_rank_ends_the_run_and_it_resumes_on_another_world_size(setting, 
     finally:
         process.kill()
     assert process.returncode == 2, stderr[-3000:]
-    assert "of 2 training processes failed: rank" in stderr and "(signal SIGKILL)" in stderr, stderr[-3000:]
+    # the launcher names the first process it finds ended: the killed one, or rank 0 that lost contact with it
+    named = ("rank 1 (signal SIGKILL)", "rank 0 (it lost contact with another training process")
+    assert "error: 1 of 2 training processes failed: rank" in stderr, stderr
+    assert any(name in stderr for name in named), stderr
 
     tensors, meta = read_state(out / "weights")
     assert meta["progress"]["epoch"] == 1  # the last epoch both ranks finished
@@ -178,6 +182,25 @@ def test_killed_rank_ends_the_run_and_it_resumes_on_another_world_size(setting, 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 1 and summary["epochs"] == 2 and summary["end_reason"] == "completed"
     assert [p["batch"] for p in summary["phases"]] == [4, 4]
+
+
+def _leave_while_rank_0_waits(args) -> int:
+    """Rank 1 ends at once (without an error); rank 0 waits for it in an all-reduce."""
+    with session("cpu", 2) as dist:
+        if dist.rank == 0:
+            torch_dist.all_reduce(torch.ones(1))
+    return 0
+
+
+def test_a_rank_that_loses_contact_says_so_instead_of_failing_as_the_cause(monkeypatch, capfd):
+    monkeypatch.setenv(TIMEOUT_ENV, "60")  # a wait that never ends would fail the test, not hang it
+    with pytest.raises(TrainingError) as failure:
+        launch(_leave_while_rank_0_waits, argparse.Namespace(devices="cpu,cpu"))
+    expected = "1 of 2 training processes failed: rank 0 (it lost contact with another training process"
+    assert str(failure.value).startswith(expected), failure.value
+    stderr = capfd.readouterr().err
+    assert "rank 0: lost contact with another training process" in stderr  # one line, not gloo's traceback
+    assert "Connection closed by peer" not in stderr, stderr
 
 
 def test_devices_and_batch_checks():

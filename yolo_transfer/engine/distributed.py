@@ -37,6 +37,9 @@ from yolo_transfer.errors import ConfigError, TrainingError, YoloTransferError
 TIMEOUT_ENV = "YOLO_TRANSFER_DDP_TIMEOUT"
 DEFAULT_TIMEOUT_S = 1800.0
 REFUSED = 2  # the exit code of a refused input, as the command line's
+PEER_LOST = 3  # the exit code of a rank whose collective failed because another rank ended first
+# what gloo (the CPU) and NCCL (CUDA) say when a collective fails because another process ended
+PEER_LOST_SIGNS = ("Connection closed by peer", "Connection reset by peer", "remote process exited")
 T = TypeVar("T")
 
 
@@ -215,7 +218,8 @@ def launch(handler: Callable[[argparse.Namespace], int], args: argparse.Namespac
 
     The processes find each other on a free local port. A refused input (exit code 2) was explained by rank
     0; any other failure stops the other ranks and raises a TrainingError naming the rank and its exit code
-    or signal."""
+    or signal, or saying that it lost contact with a rank that ended first (the launcher names the first
+    process it finds ended, which is not always the one that ended first)."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -229,7 +233,7 @@ def launch(handler: Callable[[argparse.Namespace], int], args: argparse.Namespac
         os.environ["CUDA_VISIBLE_DEVICES"] = visible  # the launched ranks see these GPUs as cuda:0..N-1
     config = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=count, run_id=f"yolo-transfer-{os.getpid()}",
-        rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=1,
+        rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
     )  # fmt: skip
     sys.stdout.flush()
     try:
@@ -246,18 +250,31 @@ def launch(handler: Callable[[argparse.Namespace], int], args: argparse.Namespac
 
 
 def _how(failure) -> str:
-    """How a launched process ended: ``signal SIGKILL`` or ``exit code 1``."""
+    """How a launched process ended: ``signal SIGKILL``, ``exit code 1`` or its lost contact."""
+    if failure.exitcode == PEER_LOST:
+        return "it lost contact with another training process, which ended first"
     return f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"exit code {failure.exitcode}"
+
+
+def _peer_lost(err: RuntimeError) -> bool:
+    """Whether ``err`` is a collective that failed because another rank's process ended."""
+    return any(sign in str(err) for sign in PEER_LOST_SIGNS)
 
 
 def _rank_main(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> None:
     """One launched rank: the command; its error printed as the command line does, with exit code 2 (a
-    refused setting, the same on every rank, by rank 0 alone)."""
+    refused setting, the same on every rank, by rank 0 alone), or exit code 3 when it lost contact with a
+    rank that ended first (that rank's failure is the one to report)."""
     try:
         code = handler(args)
     except YoloTransferError as err:
         if os.environ.get("RANK") == "0" or not isinstance(err, ConfigError):
             print(f"error: {err}", file=sys.stderr)
         sys.exit(REFUSED)
+    except RuntimeError as err:
+        if not _peer_lost(err):
+            raise
+        print(f"rank {os.environ.get('RANK')}: lost contact with another training process", file=sys.stderr)
+        sys.exit(PEER_LOST)
     if code:
         sys.exit(code)
