@@ -9,10 +9,13 @@ augmented batch of the data. Loading is timed in one process, from the RAM cache
 without workers the trainer waits for it after every step (the times add up); with workers it runs beside the
 step (the slower of the step and the workers' share sets the pace). Validation is the trainer's own (forward,
 loss, NMS, metrics) on a sample of the val images; the checkpoint writes are the trainer's best, last and
-resume-state files. Every time is the median of a few repeats after a warm-up, the phases' steps interleaved,
-so a disturbance in either direction moves it little and hits every phase alike; a step that trains a subset
-of another's modules is capped at that one's time (it does less work). ``compare --budget time=``
-(engine/budget.py), ``advise`` and benchmarks/strategy_cost.py all measure through :func:`measure_costs`.
+resume-state files. A training step's time is the fastest of five repeats after a warm-up, the phases' steps
+interleaved: a disturbance only adds time, and the trainer shortens the last phase of a schedule planned too
+long once its epochs show the pace (engine/budget.py), but a schedule planned too short leaves its budget
+unused (a disturbed median once planned 4 full epochs where 9 fitted). Loading and validation take the
+median of their repeats. A step that trains a subset of another's modules is capped at that one's time (it
+does less work). ``compare --budget time=`` (engine/budget.py), ``advise`` and benchmarks/strategy_cost.py
+all measure through :func:`measure_costs`.
 """
 
 from __future__ import annotations
@@ -110,7 +113,7 @@ def measure_costs(
     device: torch.device | str,
     workers: int | None = None,
     cache: bool | None = None,
-    repeats: int = 3,
+    repeats: int = 5,
     on_step: Callable[[int, int], None] | None = None,
 ) -> CostModel:
     """Time every distinct trainable set of ``strategies``' phases on ``data`` (a LoadedDataset), as the
@@ -150,9 +153,7 @@ def measure_costs(
                     times[trainable].append(seconds / len(images))
                 if on_step is not None:
                     on_step(repeat * len(steps) + index + 1, total)
-        step_s = _capped_by_supersets(
-            {trainable: statistics.median(values) for trainable, values in times.items()}
-        )
+        step_s = _capped_by_supersets({trainable: min(values) for trainable, values in times.items()})
         val_loader = build_dataloader(
             data.val[:VAL_SAMPLE_IMAGES], imgsz, batch * 2, augment=False, hyp=hyp, rect=True, pad=0.5,
             workers=plan.workers, cache_ram=plan.cache,
