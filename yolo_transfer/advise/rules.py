@@ -123,7 +123,7 @@ STUDY_COMPUTE = (
     "vs 0.704 (all separated), bccd 0.370 vs 0.370, dawn_fog 0.229 vs 0.230; at 10 full epochs (raccoon, "
     "seed 0) freeze 0.727 vs full 0.719; two minutes on a slower day (full 5-9 epochs), seeds 0 and 1: "
     "raccoon 0.732 vs 0.702, license_plates 0.470 vs 0.462; two minutes on the whole aerial_maritime set "
-    "(full 9, freeze 17-18 epochs), seeds 0 and 1: 0.298 vs 0.271"
+    "(full 7-9, freeze 15-18 epochs), seeds 0-2: 0.290 vs 0.261"
 )
 STUDY_COMPUTE_NEAR = (
     f"{STUDY}: time budgets on data near the pretraining (early shift < {NEAR_EARLY_SHIFT}, shift < "
@@ -132,8 +132,8 @@ STUDY_COMPUTE_NEAR = (
     " 0.449; 2 minutes on a slower day raccoon 0.732 vs 0.702, license_plates 0.470 vs 0.462; 100 "
     "license_plates images, 3 minutes (full 14-23 epochs, freeze 25-33), seeds 0-2: 0.487 vs 0.470; 4 "
     "minutes with one loader worker (full 15-16, freeze 24-25) 0.487 vs 0.467; the whole license_plates "
-    "set, 4 minutes (full 10-11, freeze 16-19), seeds 0-2: 0.516 vs 0.512, 2 minutes (full 13, freeze "
-    "24), seeds 0 and 1: 0.544 vs 0.528; 100 raccoon images, 3 minutes "
+    "set, 4 minutes (full 10-11, freeze 16-19), seeds 0-2: 0.516 vs 0.512, 2 minutes (full 11-13, "
+    "freeze 21-24), seeds 0-2: 0.541 vs 0.524; 100 raccoon images, 3 minutes "
     "(full 19-26), seeds 0-2: 0.708 vs 0.704: freeze ahead or within half a point in every case up to "
     "20-26 full epochs, where 30 epochs each put full 1.0 point ahead on those 100 license_plates images;"
     " above 20, the whole raccoon set at 4 minutes (full 21-22, freeze 38-41), seeds 0-2: 0.723 vs 0.736"
