@@ -40,17 +40,14 @@ def test_epochs_within_a_time_budget():
 def test_a_phase_slower_than_its_plan_is_fitted_to_the_time_left():
     # 20 s with the image cache filled, then 10 s an epoch: 10 more fit in 100 s
     assert time_fitted_length(30, [20.0, 10.0, 10.0], seconds_left=100.0) == (13, 10.0)
-    assert time_fitted_length(13, [20.0, 10.0, 10.0], seconds_left=200.0) == (
-        13,
-        10.0,
-    )  # never beyond the plan
+    # never beyond the plan
+    assert time_fitted_length(13, [20.0, 10.0, 10.0], seconds_left=200.0) == (13, 10.0)
     # a slowdown counts from its first epoch (the mean would say 8.5 s); the next re-plan gives back
     assert time_fitted_length(30, [20.0, 5.0, 5.0, 16.0], seconds_left=100.0) == (10, 16.0)
     assert time_fitted_length(30, [20.0, 5.0, 5.0, 16.0, 5.0], seconds_left=84.0) == (15, 7.75)
-    assert (
-        time_fitted_length(30, [20.0, 10.0], seconds_left=9.0) is None
-    )  # no epoch fits: the budget stops it
-    assert time_fitted_length(30, [20.0], seconds_left=10.0) is None  # one epoch sets no pace
+    # no epoch fits: the budget stops it; one epoch sets no pace
+    assert time_fitted_length(30, [20.0, 10.0], seconds_left=9.0) is None
+    assert time_fitted_length(30, [20.0], seconds_left=10.0) is None
 
 
 def test_budget_text():
