@@ -4,11 +4,12 @@ In one run, each in its own process (so peak RSS is each one's own): the compute
 backward of the model on random tensors (channels_last, same batch and size, no data, no optimizer) with
 everything trainable and with modules 0-9 frozen (the frozen prefix without autograd); then the real trainer
 (``yolo_transfer.engine.trainer.train``, mosaic, EMA, accumulation, validation) for ``full``, ``freeze`` and
-the first phase of ``staged``, each as a fraction of its limit, with its per-epoch time breakdown (data wait,
-forward, loss and targets, backward, optimizer step, EMA, validation), peak RSS and how much of it the imports
-alone hold (torch's CUDA build and torchvision are most of it on a small model). Reference settings:
-official yolov5n weights, the real dawn_fog set, 320 px, batch 16, loader workers and the RAM cache as the
-trainer chooses them. Usage::
+the first phase of ``staged``, each as a fraction of its limit (the mean of the limit measured just before and
+just after that trainer: this VM's speed drifts by several percent within a minute), with its per-epoch time
+breakdown (data wait, forward, loss and targets, backward, optimizer step, EMA, validation), peak RSS and how
+much of it the imports alone hold (torch's CUDA build and torchvision are most of it on a small model).
+Reference settings: official yolov5n weights, the real dawn_fog set, 320 px, batch 16, loader workers and the
+RAM cache as the trainer chooses them. Usage::
 
     python benchmarks/train_throughput.py [--data DATA] [--weights W] [--imgsz 320] [--batch 16]
         [--epochs 1] [--device cpu] [--iters 8] [--workers N] [--images N] [--compile]
@@ -110,7 +111,9 @@ def run_job(args: argparse.Namespace, job: str) -> dict:
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
             sys.exit(f"{job} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        return json.loads(result.read_text())
+        measured = json.loads(result.read_text())
+    print(f"{job}: {measured['img_per_s']:.1f} img/s", flush=True)
+    return measured
 
 
 def _passed_on(args: argparse.Namespace) -> list[str]:
@@ -134,17 +137,18 @@ def report(args: argparse.Namespace, results: dict[str, dict], seconds: float) -
         caption=_caption(results, seconds),
     )
     table.add_column("strategy", no_wrap=True)
-    for column in ("limit img/s", "trainer img/s", "of limit"):
+    for column in ("limit img/s (before/after)", "trainer img/s", "of limit"):
         table.add_column(column, justify="right")
     for section in SECTIONS:
         table.add_column(f"{section} s/ep", justify="right")
     table.add_column("peak RSS MB", justify="right")
     table.add_column("of it imports MB", justify="right")
-    for name, limit_job, train_job in ROWS:
-        limit, trained = results[limit_job]["img_per_s"], results[train_job]
+    for name, _, train_job in ROWS:
+        before, after = (results[f"{when}:{train_job}"]["img_per_s"] for when in ("before", "after"))
+        limit, trained = (before + after) / 2, results[train_job]
         speed, breakdown = trained["img_per_s"], trained["breakdown"]
         table.add_row(
-            name, f"{limit:.1f}", f"{speed:.1f}", f"{speed / limit:.0%}",
+            name, f"{limit:.1f} ({before:.1f}/{after:.1f})", f"{speed:.1f}", f"{speed / limit:.0%}",
             *(f"{breakdown[section]:.1f}" for section in SECTIONS), f"{trained['peak_rss_mb']:.0f}",
             f"{trained['imports_rss_mb']:.0f}",
         )  # fmt: skip
@@ -162,7 +166,8 @@ def _caption(results: dict[str, dict], seconds: float) -> str:
         f"{platform.machine()}, {available_cores()} cores, torch {torch.__version__}; trainer: "
         f"{loading['workers']} loader workers, {loading['threads']} torch threads, RAM cache "
         f"{'on' if loading['cache'] else 'off'}. Limit: bare fwd+bwd, random tensors, channels_last, no "
-        f"optimizer (frozen: modules 0-9 without autograd). Peak RSS freeze/full {rss:.2f}; above what the "
+        f"optimizer (frozen: modules 0-9 without autograd), the mean of a run just before and one just after "
+        f"the trainer's. Peak RSS freeze/full {rss:.2f}; above what the "
         f"imports alone hold (the libraries' code and data): {run_rss:.2f}.{_compiled(results)} "
         f"{seconds:.0f} s."
     )
@@ -170,9 +175,9 @@ def _caption(results: dict[str, dict], seconds: float) -> str:
 
 def _compiled(results: dict[str, dict]) -> str:
     """The torch.compile'd limits next to the eager ones (``--compile``), else nothing."""
-    if "compiled_img_per_s" not in results["limit:full"]:
+    if "compiled_img_per_s" not in results["before:train:full"]:
         return ""
-    pairs = [(name, results[f"limit:{name}"]) for name in ("full", "freeze")]
+    pairs = [(name, results[f"before:train:{name}"]) for name in ("full", "freeze")]
     text = ", ".join(
         f"{name} {r['compiled_img_per_s']:.1f} (eager {r['img_per_s']:.1f})" for name, r in pairs
     )
@@ -205,13 +210,13 @@ def main() -> None:
         args.result.write_text(json.dumps(measure(args, strategy)))
         return
     start = time.monotonic()
-    results: dict[str, dict] = {}
-    for _, limit_job, train_job in ROWS:  # each limit just before its trainer: both see the same machine load
-        for job in (limit_job, train_job):
-            if job not in results:
-                results[job] = run_job(args, job)
-                print(f"{job}: {results[job]['img_per_s']:.1f} img/s", flush=True)
-    Console(width=170).print(report(args, results, time.monotonic() - start))  # 13 columns: keep them whole
+    results: dict[str, dict] = {}  # "train:full"; its limit measured "before:train:full", "after:train:full"
+    latest: dict[str, dict] = {}  # each limit's last measurement: the next trainer's "before"
+    for _, limit_job, train_job in ROWS:  # each trainer between two measurements of its limit
+        results[f"before:{train_job}"] = latest.get(limit_job) or run_job(args, limit_job)
+        results[train_job] = run_job(args, train_job)
+        results[f"after:{train_job}"] = latest[limit_job] = run_job(args, limit_job)
+    Console(width=180).print(report(args, results, time.monotonic() - start))  # 13 columns: keep them whole
 
 
 if __name__ == "__main__":
