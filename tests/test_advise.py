@@ -110,6 +110,9 @@ def test_near_time_budget_row_names_the_epochs_and_cites_the_time_budget_cases()
     assert "freeze ahead or within half a point in every case" in rec.strategy.source
     assert "(full 21-22, freeze 38-41), seeds 0-2: 0.723 vs 0.736" in rec.strategy.source  # full led above
     assert "2 minutes (full 11-13, freeze 21-24), seeds 0-2: 0.541 vs 0.524" in rec.strategy.source
+    assert "3 minutes on a fast day (full 17, freeze 32): 0.556 vs 0.543" in rec.strategy.source  # edge
+    assert "2 minutes on a fast day (full 18, freeze 35), seeds 0-2: 0.717 vs 0.720" in rec.strategy.source
+    assert "(full 28, freeze 54): 0.716 vs 0.716" in rec.strategy.source  # level above the row's 20
 
 
 def test_compute_bound_row_cites_the_far_time_budget_cases() -> None:

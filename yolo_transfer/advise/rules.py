@@ -133,10 +133,13 @@ STUDY_COMPUTE_NEAR = (
     "license_plates images, 3 minutes (full 14-23 epochs, freeze 25-33), seeds 0-2: 0.487 vs 0.470; 4 "
     "minutes with one loader worker (full 15-16, freeze 24-25) 0.487 vs 0.467; the whole license_plates "
     "set, 4 minutes (full 10-11, freeze 16-19), seeds 0-2: 0.516 vs 0.512, 2 minutes (full 11-13, "
-    "freeze 21-24), seeds 0-2: 0.541 vs 0.524; 100 raccoon images, 3 minutes "
+    "freeze 21-24), seeds 0-2: 0.541 vs 0.524, 3 minutes on a fast day (full 17, freeze 32): 0.556 vs "
+    "0.543; the whole raccoon set, 2 minutes on a fast day (full 18, freeze 35), seeds 0-2: 0.717 vs "
+    "0.720; 100 raccoon images, 3 minutes "
     "(full 19-26), seeds 0-2: 0.708 vs 0.704: freeze ahead or within half a point in every case up to "
     "20-26 full epochs, where 30 epochs each put full 1.0 point ahead on those 100 license_plates images;"
-    " above 20, the whole raccoon set at 4 minutes (full 21-22, freeze 38-41), seeds 0-2: 0.723 vs 0.736"
+    " above 20, the whole raccoon set at 4 minutes (full 21-22, freeze 38-41), seeds 0-2: 0.723 vs 0.736,"
+    " at 3 minutes on a fast day (full 28, freeze 54): 0.716 vs 0.716"
 )
 MEASURED_TIME = "measured seconds per epoch on this device (advise: compute)"
 
