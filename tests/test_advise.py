@@ -113,6 +113,7 @@ def test_near_time_budget_row_names_the_epochs_and_cites_the_time_budget_cases()
     assert "3 minutes on a fast day (full 17, freeze 32): 0.556 vs 0.543" in rec.strategy.source  # edge
     assert "2 minutes on a fast day (full 18, freeze 35), seeds 0-2: 0.717 vs 0.720" in rec.strategy.source
     assert "(full 28, freeze 54): 0.716 vs 0.716" in rec.strategy.source  # level above the row's 20
+    assert "(full 23, freeze 42): 0.560 vs 0.559" in rec.strategy.source
 
 
 def test_compute_bound_row_cites_the_far_time_budget_cases() -> None:
