@@ -397,12 +397,13 @@ def test_advise_json_output(official_weights: Path, capsys: pytest.CaptureFixtur
 
 
 def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
-    """Both sides of the shift threshold name the measured cases that put full fine-tuning first; the
-    tiny-data and compute-bound rows name the cases where the frozen backbone held its own, and tiny data's
-    halved batch the runs at the advised batch."""
+    """Both sides of the shift threshold name the measured cases that put full fine-tuning first (the far
+    row also those it missed); the tiny-data and compute-bound rows name the cases where the frozen backbone
+    held its own, and tiny data's halved batch the runs at the advised batch."""
     far = recommend(profile(label_overlap=0.0, **shift(HIGH, HIGH, HIGH)))
     assert far.strategy.rule == "high shift"
     assert "docs/advisor-study.md" in far.strategy.source and "bccd" in far.strategy.source
+    assert "the two cases where this row missed" in far.strategy.source  # dawn_fog under time budgets
     near = recommend(profile(**RACCOON))
     assert near.strategy.rule.startswith("low shift")
     assert "raccoon" in near.strategy.source and "license_plates" in near.strategy.source
@@ -412,6 +413,7 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     assert "early-layer shift 0.05 < 0.1" in near.strategy.reason
     middle = recommend(profile())
     assert middle.strategy.rule == "otherwise" and "aerial_maritime" in middle.strategy.source
+    assert "15-minute budget" in middle.strategy.source  # the row held with 29 full epochs to freeze's 59-61
     tiny = recommend(profile(images=50, label_overlap=0.0, **shift(LOW, LOW, LOW)))
     assert tiny.strategy.rule.startswith("tiny data") and "raccoon-n50" in tiny.strategy.source
     known = recommend(profile(images=50, **shift(HIGH, HIGH, HIGH)))

@@ -220,6 +220,38 @@ def test_workers_and_threads_follow_the_cores(monkeypatch):
     assert plan_loading(_samples(1), 64, torch.device("cuda"), None, None, processes=4).workers == 3
 
 
+def test_a_run_trains_with_its_planned_threads_and_leaves_the_process_count_as_it_was(
+    tiny, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(loading_plan, "available_cores", lambda: 1)  # the plan: one torch thread
+    config = TrainConfig(data=str(tiny), out=tmp_path / "run", epochs=1, noplots=True, **TINY)
+    data = load_dataset(tiny)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        trainer = Trainer(
+            build_model("yolov5n", nc=len(data.names)),
+            data,
+            load_strategy("full", epochs=1),
+            config,
+            config.out,
+        )
+        # the plan gives the run one thread; building the trainer sets nothing yet
+        assert trainer.loading.threads == 1 and torch.get_num_threads() == 3
+        compute_loss, threads_in_steps = trainer.compute_loss, []
+
+        def loss_noting_the_threads(*args):
+            threads_in_steps.append(torch.get_num_threads())
+            return compute_loss(*args)
+
+        trainer.compute_loss = loss_noting_the_threads
+        trainer.fit()
+        assert threads_in_steps and set(threads_in_steps) == {1}
+        assert torch.get_num_threads() == 3  # a later run or test in this process keeps its own count
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize(("flags", "cache"), [([], None), (["--cache"], True), (["--no-cache"], False)])
 def test_cache_flags(flags, cache, tmp_path):
     args = build_parser().parse_args(["train", "--data", "d.yaml", "--out", str(tmp_path), *flags])

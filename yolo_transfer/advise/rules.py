@@ -85,7 +85,11 @@ STUDY_FAR = (
     "bccd: full 0.619, staged 0.614, yolov5 defaults 0.604, freeze 0.579 (separated); 50 images: bccd-n50 "
     "full 0.419, staged 0.374, freeze 0.350 (separated); 100 images of dawn_fog, seeds 0-2: head-only "
     "0.253, staged 0.253, full 0.253, freeze 0.229 (not separated); 100 images of bccd, seeds 0 and 1: full "
-    "0.550, staged 0.518, freeze 0.476 (both separated)"
+    "0.550, staged 0.518, freeze 0.476 (both separated); time budgets fitting 25-28 full epochs: bccd, 7 "
+    "minutes on a slow day (full 27), seeds 0 and 1: full 0.584, staged 0.574, freeze 0.552 (both "
+    "separated); dawn_fog (every class a COCO class), 3 minutes (full 25), seeds 0-2: staged 0.267, full "
+    "0.231 (separated), freeze 0.227; 7 minutes on a slow day (full 28), seeds 0 and 1: staged 0.267, full "
+    "0.230, freeze 0.224 (not separated) - the two cases where this row missed"
 )
 STUDY_NEAR = (
     f"{STUDY}: early shift < {NEAR_EARLY_SHIFT} and shift < {LOW_SHIFT} - 30 epochs, seeds 0-2: raccoon "
@@ -100,7 +104,8 @@ STUDY_MIDDLE = (
     f"{STUDY}: shift between the near and far rows, 30 epochs, seeds 0 and 1 - aerial_maritime (early 0.20, "
     "overall 0.23, 371 drone views) full 0.400, staged 0.381, freeze 0.330 (separated); with 50 of its "
     "images full 0.162, staged 0.125, freeze 0.124 (both separated); with 100, full 0.253, staged 0.203, "
-    "freeze 0.168 (both separated)"
+    "freeze 0.168 (both separated); the whole set under a 15-minute budget on a slow day (full 29 epochs, "
+    "staged 35, freeze 59-61): full 0.405, staged 0.404, freeze 0.372"
 )
 STUDY_TINY = (
     f"{STUDY}: 50 training images, same val images, seeds 0 and 1 - raccoon-n50 (shift 0.11) staged 0.700, "

@@ -20,12 +20,11 @@ all measure through :func:`measure_costs`.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from yolo_transfer.engine.device import training_input, training_memory_format
 from yolo_transfer.engine.ema import ModelEMA
 from yolo_transfer.engine.evaluate import evaluate, validation_forward_batch
 from yolo_transfer.engine.fused_frozen import fused_prefix
-from yolo_transfer.engine.loading_plan import plan_loading
+from yolo_transfer.engine.loading_plan import plan_loading, torch_threads
 from yolo_transfer.engine.loss import ComputeLoss, scale_loss_gains
 from yolo_transfer.engine.optim import GRAD_CLIP_NORM, build_optimizer
 from yolo_transfer.engine.run_state import with_prefix, write_state
@@ -124,7 +123,7 @@ def measure_costs(
     """
     device = torch.device(device)
     plan = plan_loading(data.train + data.val, imgsz, device, workers, cache)
-    with _torch_threads(plan.threads):
+    with torch_threads(plan.threads):
         memory_format = training_memory_format(device)
         model = copy.deepcopy(model).to(device, memory_format=memory_format)
         loader = build_dataloader(  # in this process; a sample of the images, cached when the trainer caches
@@ -165,17 +164,6 @@ def measure_costs(
         return CostModel(
             len(data.train), len(data.val), load_s, val_s, step_s, checkpoint_s, plan.workers, plan.threads
         )
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int) -> Iterator[None]:
-    """Run the block with ``threads`` torch threads, then restore the count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _trainable(model: nn.Module, phase: Phase) -> list[int]:

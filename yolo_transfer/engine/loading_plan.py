@@ -9,7 +9,9 @@ RAM whenever they fit a budget (a quarter of the available memory, at most ``CAC
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +67,17 @@ def plan_loading(
     else:
         use, reason = cache, "--cache" if cache else "--no-cache"
     return LoadingPlan(chosen_workers, threads, cores, use, size, budget, reason)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` torch threads, then restore the count (it is process-wide)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def available_cores() -> int:

@@ -45,7 +45,7 @@ from yolo_transfer.engine.evaluate import evaluate, validation_forward_batch
 from yolo_transfer.engine.fused_frozen import fused_prefix
 from yolo_transfer.engine.host_memory import release_free_heap
 from yolo_transfer.engine.image_stats import IMAGE_STATS_FILE, save_image_stats
-from yolo_transfer.engine.loading_plan import plan_loading
+from yolo_transfer.engine.loading_plan import plan_loading, torch_threads
 from yolo_transfer.engine.loss import ComputeLoss, scale_loss_gains
 from yolo_transfer.engine.lr0_note import lr0_precedence_note
 from yolo_transfer.engine.metrics import fitness
@@ -123,7 +123,6 @@ class Trainer:
         self.device = self.dist.device
         samples, world = data.train + data.val, self.dist.world_size
         self.loading = plan_loading(samples, config.imgsz, self.device, config.workers, config.cache, world)
-        torch.set_num_threads(self.loading.threads)
         if self.device.type == "cuda":  # fixed training shapes: time the conv kernels once, keep the fastest
             torch.backends.cudnn.benchmark = True
         self.memory_format = training_memory_format(self.device)
@@ -149,6 +148,12 @@ class Trainer:
         self.tensorboard = TensorBoardLog(self.out) if config.tensorboard and self.dist.is_main else None
 
     def fit(self, resume: bool = False) -> dict:
+        """Run the strategy's phases to the end (or continue them from the saved state) -> the summary;
+        the loading plan's torch threads hold while it runs, and the caller's count is restored after."""
+        with torch_threads(self.loading.threads):
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> dict:
         saved = self._restore() if resume else None
         self.console.print(self.data.report.summary_line())
         self.console.print(self.loading.line())
