@@ -88,8 +88,8 @@ STUDY_FAR = (
     "0.550, staged 0.518, freeze 0.476 (both separated); time budgets fitting 25-28 full epochs: bccd, 7 "
     "minutes on a slow day (full 27), seeds 0 and 1: full 0.584, staged 0.574, freeze 0.552 (both "
     "separated); dawn_fog (every class a COCO class), 3 minutes (full 25), seeds 0-2: staged 0.267, full "
-    "0.231 (separated), freeze 0.227; 7 minutes on a slow day (full 28), seeds 0 and 1: staged 0.267, full "
-    "0.230, freeze 0.224 (not separated) - the two cases where this row missed"
+    "0.231 (separated), freeze 0.227; 7 minutes on a slow day (full 26-28), seeds 0-2: staged 0.270, full "
+    "0.237, freeze 0.226 (full lower in every seed, not separated) - the two cases where this row missed"
 )
 STUDY_NEAR = (
     f"{STUDY}: early shift < {NEAR_EARLY_SHIFT} and shift < {LOW_SHIFT} - 30 epochs, seeds 0-2: raccoon "
