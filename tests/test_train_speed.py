@@ -226,9 +226,7 @@ def test_a_run_trains_with_its_planned_threads_and_leaves_the_process_count_as_i
     monkeypatch.setattr(loading_plan, "available_cores", lambda: 1)  # the plan: one torch thread
     config = TrainConfig(data=str(tiny), out=tmp_path / "run", epochs=1, noplots=True, **TINY)
     data = load_dataset(tiny)
-    before = torch.get_num_threads()
-    torch.set_num_threads(3)
-    try:
+    with loading_plan.torch_threads(3):  # the caller's count, restored after the test
         trainer = Trainer(
             build_model("yolov5n", nc=len(data.names)),
             data,
@@ -248,8 +246,6 @@ def test_a_run_trains_with_its_planned_threads_and_leaves_the_process_count_as_i
         trainer.fit()
         assert threads_in_steps and set(threads_in_steps) == {1}
         assert torch.get_num_threads() == 3  # a later run or test in this process keeps its own count
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize(("flags", "cache"), [([], None), (["--cache"], True), (["--no-cache"], False)])
