@@ -46,6 +46,8 @@ def shift(early: float, middle: float, late: float) -> dict[str, float]:
 
 RACCOON = shift(0.05, 0.09, 0.17)  # the shift measured on raccoon (natural photos) at 320 px
 LICENSE_PLATES = shift(0.05, 0.18, 0.27)  # ... on 100 license_plates images
+DAWN_FOG = shift(1.16, 0.32, 0.42)  # ... on dawn_fog (COCO classes in fog)
+DAWN_FOG_T7 = {"full": 32, "freeze": 57, "staged": 37}  # the advisor's fit of 7 minutes on dawn_fog
 LARGE = {"images": 5000, "min_class_instances": 4000, "val_images": 1000}
 
 # (profile, expected strategy, the rule's condition that must have decided it)
@@ -92,6 +94,14 @@ STRATEGY_CASES = [
     ),  # 4 minutes as the advisor timed them: more than measured
     (profile(epochs_fit={"full": 18, "freeze": 17}, **RACCOON), "full", "low shift, from the first"),
     (profile(epochs_fit={"full": 18, "freeze": 26}), "full", "otherwise"),  # not near: 10 is the limit
+    # far data of known classes under a time budget: staged's cheaper frozen phase buys epochs (dawn_fog t7)
+    (profile(epochs_fit=DAWN_FOG_T7, **DAWN_FOG), "staged", "high shift, every class known"),
+    (profile(label_overlap=0.0, epochs_fit=DAWN_FOG_T7, **DAWN_FOG), "full", "high shift"),  # bccd-like
+    (profile(label_overlap=0.5, epochs_fit=DAWN_FOG_T7, **DAWN_FOG), "full", "high shift"),  # one class new
+    (profile(budget_epochs=30, **DAWN_FOG), "full", "high shift"),  # an epoch budget: no extra epochs
+    (profile(epochs_fit={"full": 30, "freeze": 50, "staged": 30}, **DAWN_FOG), "full", "high shift"),
+    (profile(epochs_fit={"full": 8, "freeze": 14, "staged": 10}, **DAWN_FOG), "freeze", "time budget fits"),
+    (profile(epochs_fit=DAWN_FOG_T7, **RACCOON), "full", "low shift, from the first"),  # near: not this row
 ]
 
 
@@ -123,6 +133,17 @@ def test_compute_bound_row_cites_the_far_time_budget_cases() -> None:
     assert "whole aerial_maritime set (full 7-9, freeze 15-18 epochs), seeds 0-2: 0.290 vs 0.261" in (
         rec.strategy.source
     )
+
+
+def test_far_known_classes_time_budget_row_names_the_epochs_and_cites_dawn_fog() -> None:
+    rec = recommend(profile(images=193, val_images=51, epochs_fit=DAWN_FOG_T7, **DAWN_FOG))
+    assert "fits 37 epochs of staged vs 32 of full" in rec.strategy.reason
+    assert "shift 0.63 >= 0.5, every class known to the checkpoint" in rec.strategy.reason
+    assert "3 minutes (full 25, staged 30 epochs) 0.267 vs 0.231 (separated)" in rec.strategy.source
+    assert "at 30 epochs each, no extra epochs, staged 0.256 vs full 0.250" in rec.strategy.source
+    assert "LP-FT (Kumar et al., ICLR 2022)" in rec.strategy.source
+    assert rec.freeze.value is None  # staged carries its own phases
+    assert rec.epochs.value == 37  # the epochs of staged that fit (fewer than 193 images want), not of full
 
 
 def test_reasons_name_the_measurement() -> None:
