@@ -36,6 +36,7 @@ DEFAULT_BATCH = 16  # yolov5 train.py / ultralytics default batch size
 MIN_STEPS_PER_EPOCH = 4  # a batch is capped so that an epoch still has a few optimizer steps
 DEFAULT_EPOCHS = 100  # yolov5 train.py and ultralytics default; no shorter schedule without a budget
 MAX_EPOCHS = 300  # the longest schedule the data size asks for (YOLOv5's from-scratch default)
+BIT_STEPS = 500  # BiT's steps below 20k images; its longer ones for more data stay under 100 epochs
 CLOSE_MOSAIC_EPOCHS = 10  # ultralytics close_mosaic: mosaic is off for the last 10 epochs anyway
 SMALL_VAL_IMAGES = 50  # below this the validation fitness is noisy: be patient
 LONG_SCHEDULE = 100  # up to this many epochs, early stopping costs more than it saves (advisor study)
@@ -288,15 +289,9 @@ def _batch_for(p: Profile, d: dict[str, Any]) -> int:
     return batch
 
 
-def _bit_steps(p: Profile) -> int:
-    if p.images < 20_000:
-        return 500
-    return 10_000 if p.images <= 500_000 else 20_000
-
-
 def _schedule_epochs(p: Profile, d: dict[str, Any]) -> int:
     """yolov5's default length, or BiT's steps at this batch where they need more epochs (at most 300)."""
-    bit = math.ceil(_bit_steps(p) * d["batch"] / max(p.images, 1))
+    bit = math.ceil(BIT_STEPS * d["batch"] / max(p.images, 1))
     return max(DEFAULT_EPOCHS, min(bit, MAX_EPOCHS))
 
 
