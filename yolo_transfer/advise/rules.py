@@ -453,9 +453,9 @@ RULES: list[Rule] = [
         lambda p, d: True,
         {"epochs": _schedule_epochs},
         f"{{images}} images at batch {{batch}} -> {{epochs}} epochs: yolov5's default of {DEFAULT_EPOCHS}, "
-        f"more where 500 optimizer steps need them (at most {MAX_EPOCHS}); on bccd 100 epochs ended 2.9-5.8 "
-        "points ahead of 30 for every strategy and yolov5's own defaults at 100 beat full at 30; on dawn_fog "
-        "full gained 3.4 over two seeds; on raccoon the two were level within the seed spread",
+        f"more where {BIT_STEPS} optimizer steps need them (at most {MAX_EPOCHS}); on bccd 100 epochs ended "
+        "2.9-5.8 points ahead of 30 for every strategy and yolov5's own defaults at 100 beat full at 30; on "
+        "dawn_fog full gained 3.4 over two seeds; on raccoon the two were level within the seed spread",
         f"{STUDY_LONGER}; {BIT}",
     ),
     # augmentation preset
