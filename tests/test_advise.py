@@ -435,7 +435,7 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     assert near.strategy.rule.startswith("low shift")
     assert "raccoon" in near.strategy.source and "license_plates" in near.strategy.source
     assert near.strategy.value == "full" and near.freeze.value is None
-    assert "license_plates-n150" in near.strategy.source and "5 of the 6 such cases" in near.strategy.reason
+    assert "license_plates-n150" in near.strategy.source and "6 of the 7 such cases" in near.strategy.reason
     assert "--strategy freeze" in near.strategy.reason  # the cheaper alternative is named
     assert "early-layer shift 0.05 < 0.1" in near.strategy.reason
     middle = recommend(profile())
