@@ -176,3 +176,18 @@ def test_bad_inputs_end_with_exit_code_2_and_no_traceback(files, tmp_path):
         "info", "convert", "predict", "data check", "data convert", "train", "val", "compare", "advise",
         "strategies",
     }  # fmt: skip
+
+
+def test_info_refuses_a_missing_weights_file_before_importing_torch(tmp_path):
+    # importing torch from a cold disk takes a minute: the missing file is named before that
+    code = (
+        "import sys; from yolo_transfer import cli; rc = cli.main(sys.argv[1:]); "
+        "print('torch' in sys.modules); sys.exit(rc)"
+    )
+    missing = tmp_path / "missing.pt"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "info", str(missing)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {missing}: no such weights file"
+    assert result.stdout.strip() == "False"

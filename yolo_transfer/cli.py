@@ -13,7 +13,7 @@ from pathlib import Path
 
 from yolo_transfer import __version__
 from yolo_transfer.errors import YoloTransferError
-from yolo_transfer.option_checks import check_options
+from yolo_transfer.option_checks import WEIGHT_SUFFIXES, check_options, require_weights_file
 
 STRATEGY_HELP = (
     "full|freeze|staged|head-only|gradual|lp-ft|surgical-early|yolov5-default|FILE.yaml, or auto: the "
@@ -23,6 +23,8 @@ IMGSZ_FROM_WEIGHTS_HELP = "image size; default: the size the weights were traine
 DEVICE_HELP = "auto (first CUDA GPU, else Apple MPS, else CPU), cpu, mps, cuda, cuda:N, or a GPU index N"
 # commands whose output folder is PROJECT/NAME (exp, exp2, ...) or --out
 RUN_DIR_COMMANDS = ("train", "val", "predict", "compare", "advise")
+# commands whose first step reads the weights file this argument names (when it has a weights suffix)
+WEIGHTS_READ_FIRST = {"info": "model"}
 
 
 def _add_device_arg(p: argparse.ArgumentParser) -> None:
@@ -261,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module_name, func_name = args.handler.split(":")
     try:
+        _require_weights_read_first(args)
         check_options(args)
         if getattr(args, "tensorboard", False):
             from yolo_transfer.engine.tensorboard_log import check_tensorboard
@@ -283,6 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _require_weights_read_first(args: argparse.Namespace) -> None:
+    """Refuse a missing weights file before anything imports torch (a minute from a cold disk)."""
+    argument = WEIGHTS_READ_FIRST.get(args.command)
+    if argument and Path(getattr(args, argument)).suffix in WEIGHT_SUFFIXES:
+        require_weights_file(getattr(args, argument))
 
 
 def _resolve_auto_strategy(args: argparse.Namespace) -> None:

@@ -2,7 +2,8 @@
 
 Every float option must be finite; each option has the range below. ``--imgsz`` also has an upper bound and,
 with ``--batch``, a lower bound on the memory the command needs: a size that cannot fit on the device is
-refused before anything is allocated. ``--hyp`` files are read and checked here too.
+refused before anything is allocated. ``--hyp`` files are read and checked here too, and a weights file that
+does not exist is refused before torch is imported (from a cold disk that import takes a minute).
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from pathlib import Path
 
-from yolo_transfer.errors import ConfigError
+from yolo_transfer.errors import CheckpointError, ConfigError
 
+WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors")
 MAX_IMGSZ = 8192
 UINT32_MAX = 2**32 - 1  # numpy seeds
 # option: (lowest, highest, lowest excluded, highest excluded); None = unbounded
@@ -101,3 +104,11 @@ def _describe_range(low, high, low_open: bool, high_open: bool) -> str:
     if high is None:
         return f"{'>' if low_open else '>='} {low}"
     return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+
+
+def require_weights_file(path: str | Path) -> Path:
+    """``path`` when it is a file; else CheckpointError "PATH: no such weights file"."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    return path

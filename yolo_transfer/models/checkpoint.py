@@ -21,6 +21,7 @@ from yolo_transfer.models.official import read_official_checkpoint
 from yolo_transfer.models.parse import BUILTIN_CONFIGS, load_config
 from yolo_transfer.models.transfer import transfer_weights
 from yolo_transfer.models.yolo import DetectionModel, build_model
+from yolo_transfer.option_checks import require_weights_file
 
 FORMAT = "yolo-transfer"
 OFFICIAL_SUFFIXES = (".pt", ".pth")
@@ -117,9 +118,7 @@ def load_model(
     for those classes (see :func:`transfer_weights`, ``head`` says how the Detect output convs start) and
     "transferred K/N tensors ..." is printed.
     """
-    path = Path(weights)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file")
+    path = require_weights_file(weights)
     if path.suffix in OFFICIAL_SUFFIXES:
         state, metadata = read_official(path)
     elif path.suffix == ".safetensors":

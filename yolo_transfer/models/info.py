@@ -12,8 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from yolo_transfer.models.checkpoint import load_model
 from yolo_transfer.models.yolo import DetectionModel, build_model, model_groups
-
-WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors")
+from yolo_transfer.option_checks import WEIGHT_SUFFIXES
 
 
 def count_params(module: torch.nn.Module) -> int:

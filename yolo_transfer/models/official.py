@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from yolo_transfer.errors import CheckpointError
+from yolo_transfer.option_checks import require_weights_file
 
 MODEL_CLASSES = {"models.yolo.Model", "models.yolo.DetectionModel"}
 RECORDED_CLASSES = {  # become PickledObject records
@@ -334,9 +335,7 @@ def as_number(value) -> float | None:
 
 def read_official_checkpoint(path: str | Path) -> OfficialCheckpoint:
     """The EMA (else raw) model of an official checkpoint: state_dict, model yaml, class names, info."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file")
+    path = require_weights_file(path)
     ckpt = unpickle_checkpoint(path)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not a YOLOv5 checkpoint (the pickle holds no dict)")
