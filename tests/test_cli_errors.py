@@ -178,16 +178,42 @@ def test_bad_inputs_end_with_exit_code_2_and_no_traceback(files, tmp_path):
     }  # fmt: skip
 
 
-def test_info_refuses_a_missing_weights_file_before_importing_torch(tmp_path):
-    # importing torch from a cold disk takes a minute: the missing file is named before that
+MISSING_FILE_CASES = [  # argv, the file named; a present file (W.pt, a.jpg) only needs to exist here
+    (["info", "nowhere.pt"], "nowhere.pt: no such weights file"),
+    (["convert", "nowhere.pt", "out.safetensors"], "nowhere.pt: no such weights file"),
+    (["export", "nowhere.pt"], "nowhere.pt: no such weights file"),
+    (["predict", "nowhere.pt", "nowhere.jpg"], "nowhere.jpg: no such file or folder"),
+    (["predict", "nowhere.pt", "a.jpg"], "nowhere.pt: no such weights file"),
+    (["val", "--weights", "nowhere.pt", "--data", "nowhere.yaml"], "nowhere.pt: no such weights file"),
+    (["val", "--weights", "W.pt", "--data", "nowhere.yaml"], "nowhere.yaml: dataset not found"),
+    (["train", "--data", "nowhere.yaml"], "nowhere.yaml: dataset not found"),
+    (["train", "--data", "nowhere.yaml", "--weights", "nowhere.pt"], "nowhere.pt: no such weights file"),
+    (["compare", "--data", "nowhere.yaml", "--weights", "W.pt"], "nowhere.yaml: dataset not found"),
+    (["advise", "--data", "nowhere.yaml", "--weights", "nowhere.pt"], "nowhere.yaml: dataset not found"),
+    (["advise", "--data", "a.jpg", "--weights", "nowhere.pt"], "nowhere.pt: no such weights file"),
+    (["data", "check", "nowhere.yaml"], "nowhere.yaml: dataset not found"),
+    (["data", "convert", "nowhere", "--format", "voc", "--out", "yolo"], "nowhere: dataset not found"),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    MISSING_FILE_CASES,
+    ids=[" ".join(a) for a, _ in MISSING_FILE_CASES],
+)
+def test_missing_input_files_are_refused_before_torch_is_imported(tmp_path, argv, message):
+    # importing torch from a cold disk takes a minute: a missing file is named before that, in the order
+    # the command reads its files, and nothing is created
+    (tmp_path / "W.pt").write_bytes(b"")
+    (tmp_path / "a.jpg").write_bytes(b"")
     code = (
         "import sys; from yolo_transfer import cli; rc = cli.main(sys.argv[1:]); "
         "print('torch' in sys.modules); sys.exit(rc)"
     )
-    missing = tmp_path / "missing.pt"
     result = subprocess.run(
-        [sys.executable, "-c", code, "info", str(missing)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == f"error: {missing}: no such weights file"
+    assert result.stderr.strip() == f"error: {message}"
     assert result.stdout.strip() == "False"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["W.pt", "a.jpg"]

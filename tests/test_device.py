@@ -103,7 +103,8 @@ def test_cpu_description_counts_threads():
 
 def test_cli_refuses_a_bad_device_before_any_work(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["predict", str(tmp_path / "missing.pt"), str(tmp_path), "--device", "tpu"]) == 2
+    (tmp_path / "w.pt").write_bytes(b"")  # found, never read: the device is refused first
+    assert main(["predict", str(tmp_path / "w.pt"), str(tmp_path), "--device", "tpu"]) == 2
     assert "error: --device 'tpu'" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 

@@ -402,7 +402,9 @@ def _alive(pid: int) -> bool:
     ],
 )
 def test_train_refuses_values_out_of_range(tmp_path, capsys, extra, message):
-    assert main(["train", "--data", "missing.yaml", *extra, "--out", str(tmp_path / "run")]) == 2
+    data = tmp_path / "data.yaml"
+    data.write_text("")  # found, never read: the options are refused first
+    assert main(["train", "--data", str(data), *extra, "--out", str(tmp_path / "run")]) == 2
     assert message in one_line_error(capsys)
     assert not (tmp_path / "run").exists()
 
@@ -436,7 +438,9 @@ def test_hyp_files_with_negative_or_nan_values_are_refused(tmp_path, capsys, lin
     hyp.write_text(line + "\n")
     with pytest.raises(ConfigError, match=message):
         load_hyp(hyp)
-    assert main(["train", "--data", "missing.yaml", "--hyp", str(hyp), "--out", str(tmp_path / "run")]) == 2
+    data = tmp_path / "data.yaml"
+    data.write_text("")  # found, never read: the hyp file is refused first
+    assert main(["train", "--data", str(data), "--hyp", str(hyp), "--out", str(tmp_path / "run")]) == 2
     assert message in one_line_error(capsys)
 
 

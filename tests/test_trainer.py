@@ -319,7 +319,7 @@ def test_a_run_resumed_after_a_time_budget_re_plan_keeps_the_re_planned_schedule
     [
         (["--data", "missing.yaml"], "missing.yaml"),
         (["--data", "DATA", "--imgsz", "100"], "multiple of 32"),
-        (["--data", "DATA", "--weights", "nowhere.pt"], "nowhere.pt: weights file not found"),
+        (["--data", "DATA", "--weights", "nowhere.pt"], "nowhere.pt: no such weights file"),
         (["--data", "DATA", "--strategy", "bogus"], "unknown strategy 'bogus'"),
         (["--resume", "OUT"], "not a run folder to resume"),
         ([], "train needs --data"),

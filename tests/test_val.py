@@ -36,8 +36,11 @@ def test_val_command_matches_reference_on_coco8(official_weights, tmp_path, caps
     assert "person" in printed and "mAP50-95" in printed
 
 
-def test_val_rejects_bad_image_size(capsys):
-    code = main(["val", "--weights", "missing.pt", "--data", "missing.yaml", "--imgsz", "100"])
+def test_val_rejects_bad_image_size(capsys, tmp_path):
+    for name in ("w.pt", "data.yaml"):
+        (tmp_path / name).write_bytes(b"")  # found, never read: the size is refused first
+    args = ["--weights", str(tmp_path / "w.pt"), "--data", str(tmp_path / "data.yaml"), "--imgsz", "100"]
+    code = main(["val", *args, "--out", str(tmp_path / "run")])
     assert code == 2
     assert "--imgsz 100" in capsys.readouterr().err
 

@@ -1,7 +1,9 @@
 """The ``yolo-transfer`` command line: argument parsing and dispatch.
 
 Each sub-command is a ``*_command(args) -> int`` function in the package that owns the feature; it is
-imported only when that command runs, so ``yolo-transfer --help`` stays fast.
+imported only when that command runs, so ``yolo-transfer --help`` stays fast. Before it, ``main`` refuses bad
+input in this order: option ranges, the output folder, missing input files (none of these imports torch, which
+takes a minute from a cold disk), then the ``--hyp`` file, the memory estimate and the device.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ from pathlib import Path
 
 from yolo_transfer import __version__
 from yolo_transfer.errors import YoloTransferError
-from yolo_transfer.option_checks import WEIGHT_SUFFIXES, check_options, require_weights_file
+from yolo_transfer.option_checks import (
+    WEIGHT_SUFFIXES,
+    check_options,
+    check_settings,
+    require_any_source,
+    require_dataset,
+    require_weights_file,
+)
 
 STRATEGY_HELP = (
     "full|freeze|staged|head-only|gradual|lp-ft|surgical-early|yolov5-default|FILE.yaml, or auto: the "
@@ -23,8 +32,20 @@ IMGSZ_FROM_WEIGHTS_HELP = "image size; default: the size the weights were traine
 DEVICE_HELP = "auto (first CUDA GPU, else Apple MPS, else CPU), cpu, mps, cuda, cuda:N, or a GPU index N"
 # commands whose output folder is PROJECT/NAME (exp, exp2, ...) or --out
 RUN_DIR_COMMANDS = ("train", "val", "predict", "compare", "advise")
-# commands whose first step reads the weights file this argument names (when it has a weights suffix)
-WEIGHTS_READ_FIRST = {"info": "model"}
+OUT_FOLDER_COMMANDS = (*RUN_DIR_COMMANDS, "data check", "data convert")
+# the files each command reads, as (argument, kind) in the order the command reads them
+INPUT_FILES = {
+    "info": (("model", "weights"),),
+    "convert": (("weights", "weights"),),
+    "export": (("weights", "weights"),),
+    "predict": (("source", "sources"), ("weights", "weights")),
+    "val": (("weights", "weights"), ("data", "dataset")),
+    "train": (("weights", "weights"), ("data", "dataset")),
+    "compare": (("weights", "weights"), ("data", "dataset")),
+    "advise": (("data", "dataset"), ("weights", "weights")),
+    "data check": (("data", "dataset"),),
+    "data convert": (("src", "dataset"),),
+}
 
 
 def _add_device_arg(p: argparse.ArgumentParser) -> None:
@@ -263,13 +284,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module_name, func_name = args.handler.split(":")
     try:
-        _require_weights_read_first(args)
         check_options(args)
+        run_dir = _resolve_run_dir(args)
+        _check_files(args)
+        check_settings(args)
         if getattr(args, "tensorboard", False):
             from yolo_transfer.engine.tensorboard_log import check_tensorboard
 
             check_tensorboard()
-        run_dir = _prepare(args)
+        _select_device(args)
+        if run_dir is not None:
+            print(f"run folder: {run_dir}", file=_log_stream(args))
         _resolve_auto_strategy(args)
         handler = getattr(importlib.import_module(module_name), func_name)
         code = int(handler(args) or 0)
@@ -288,11 +313,24 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _require_weights_read_first(args: argparse.Namespace) -> None:
-    """Refuse a missing weights file before anything imports torch (a minute from a cold disk)."""
-    argument = WEIGHTS_READ_FIRST.get(args.command)
-    if argument and Path(getattr(args, argument)).suffix in WEIGHT_SUFFIXES:
-        require_weights_file(getattr(args, argument))
+def _check_files(args: argparse.Namespace) -> None:
+    """Refuse an unusable output folder, then a missing input file, before torch is imported (a minute from
+    a cold disk): the checks the commands make first, in their order and with their messages."""
+    command = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
+    if getattr(args, "resume", None):  # the run folder holds the rest
+        return
+    if command in OUT_FOLDER_COMMANDS:
+        from yolo_transfer.engine.outputs import ensure_writable_dir
+
+        ensure_writable_dir(args.out)
+    for argument, kind in INPUT_FILES.get(command, ()):
+        value = getattr(args, argument)
+        if kind == "weights" and value is not None and Path(value).suffix in WEIGHT_SUFFIXES:
+            require_weights_file(value)
+        elif kind == "dataset" and value is not None:
+            require_dataset(value)
+        elif kind == "sources":
+            require_any_source(value)
 
 
 def _resolve_auto_strategy(args: argparse.Namespace) -> None:
@@ -310,27 +348,30 @@ def _log_stream(args: argparse.Namespace):
     return sys.stderr if getattr(args, "json", False) else sys.stdout
 
 
-def _prepare(args: argparse.Namespace) -> Path | None:
-    """Resolve ``--device`` (``auto`` -> e.g. ``cuda:0``) and the run folder into ``args``; print both.
+def _select_device(args: argparse.Namespace) -> None:
+    """Resolve ``--device`` (``auto`` -> e.g. ``cuda:0``) into ``args``; print it (not for ``--resume``)."""
+    if getattr(args, "device", None) is None or getattr(args, "resume", None):
+        return
+    from yolo_transfer.engine.device import describe_device, select_device
 
-    Returns the run folder of commands that have one (not for ``train --resume``, which names its own).
-    """
-    log = _log_stream(args)
-    resuming = bool(getattr(args, "resume", None))
-    if getattr(args, "device", None) is not None and not resuming:
-        from yolo_transfer.engine.device import describe_device, select_device
+    device = select_device(args.device)
+    several = "," in args.device
+    args.device = str(device)
+    print(
+        f"device: {describe_device(device)}" + (" (one device per run)" if several else ""),
+        file=_log_stream(args),
+    )
 
-        device = select_device(args.device)
-        several = "," in args.device
-        args.device = str(device)
-        print(f"device: {describe_device(device)}" + (" (one device per run)" if several else ""), file=log)
-    if args.command not in RUN_DIR_COMMANDS or resuming:
+
+def _resolve_run_dir(args: argparse.Namespace) -> Path | None:
+    """The run folder of commands that have one, also into ``args.out`` (not for ``train --resume``, which
+    names its own)."""
+    if args.command not in RUN_DIR_COMMANDS or getattr(args, "resume", None):
         return None
     from yolo_transfer.engine.run_dirs import resolve_run_dir
 
     run_dir = resolve_run_dir(args.out, args.project, args.name, args.exist_ok)
     args.out = str(run_dir)
-    print(f"run folder: {run_dir}", file=log)
     return run_dir
 
 

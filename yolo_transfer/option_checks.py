@@ -2,8 +2,9 @@
 
 Every float option must be finite; each option has the range below. ``--imgsz`` also has an upper bound and,
 with ``--batch``, a lower bound on the memory the command needs: a size that cannot fit on the device is
-refused before anything is allocated. ``--hyp`` files are read and checked here too, and a weights file that
-does not exist is refused before torch is imported (from a cold disk that import takes a minute).
+refused before anything is allocated. ``--hyp`` files are read and checked here too. The files a command reads
+(weights, a dataset, image sources) are checked for existence by the ``require_*`` functions, which import
+nothing heavy: the command line calls them before torch is imported (from a cold disk that takes a minute).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-from yolo_transfer.errors import CheckpointError, ConfigError
+from yolo_transfer.errors import CheckpointError, ConfigError, DataError
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors")
 MAX_IMGSZ = 8192
@@ -49,7 +51,7 @@ TRAINING_COMMANDS = ("train", "compare", "advise")
 
 
 def check_options(args: argparse.Namespace) -> None:
-    """ConfigError naming the first option out of its range, or an image size that cannot fit in memory."""
+    """ConfigError naming the first option out of its range (nothing imported: the first check made)."""
     for name, (low, high, low_open, high_open) in RANGES.items():
         value = getattr(args, name, None)
         if value is None:
@@ -66,6 +68,11 @@ def check_options(args: argparse.Namespace) -> None:
     for seed in str(getattr(args, "seeds", "") or "").split(","):  # compare --seeds; the format: parse_seeds
         if seed.strip().lstrip("-").isdigit() and not 0 <= int(seed) <= UINT32_MAX:
             raise ConfigError(f"--seeds must be integers in [0, {UINT32_MAX}], got {seed.strip()}")
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    """ConfigError for a ``--hyp`` file that is not usable, or an image size that cannot fit in memory (these
+    checks import torch: the command line makes them after the files are found)."""
     if getattr(args, "hyp", None) is not None and not getattr(args, "resume", None):
         from yolo_transfer.data.hyps import load_hyp
 
@@ -112,3 +119,24 @@ def require_weights_file(path: str | Path) -> Path:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file")
     return path
+
+
+def require_dataset(source: str | Path) -> Path:
+    """``source`` (``~`` expanded) when it exists; else DataError "PATH: dataset not found"."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: dataset not found")
+    return path
+
+
+def require_any_source(sources: Sequence[str | Path]) -> None:
+    """DataError "A, B: no such file or folder" when none of the image files or folders ``sources`` exists."""
+    missing = [Path(source) for source in sources if not Path(source).exists()]
+    if missing and len(missing) == len(sources):
+        raise DataError(f"{listed(missing)}: no such file or folder")
+
+
+def listed(paths: Sequence) -> str:
+    """The first three paths, and how many more."""
+    shown = ", ".join(map(str, paths[:3]))
+    return shown + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")

@@ -15,6 +15,7 @@ from yolo_transfer.compare.runner import RunSpec, device_lanes, in_fresh_process
 from yolo_transfer.engine.budget import Budget, parse_budget
 from yolo_transfer.engine.outputs import ensure_writable_dir, write_atomic
 from yolo_transfer.errors import ConfigError
+from yolo_transfer.option_checks import require_weights_file
 
 __all__ = ["compare", "compare_command", "parse_budget", "parse_seeds"]
 
@@ -124,8 +125,7 @@ def compare(
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     lanes = device_lanes(devices) if devices else None
     ensure_writable_dir(out)
-    if not Path(weights).is_file():
-        raise ConfigError(f"{weights}: weights file not found")
+    require_weights_file(weights)
     dataset = load_dataset(data, val_fraction=train_options["val_fraction"], seed=train_options["split_seed"])
     strategies = resolve_auto(
         strategies, data, weights, budget, train_options["imgsz"], train_options["device"]

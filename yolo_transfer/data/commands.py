@@ -25,6 +25,7 @@ from yolo_transfer.data.formats import (
 from yolo_transfer.data.validate import LoadedDataset, validate_dataset
 from yolo_transfer.engine.outputs import ensure_writable_dir, write_atomic
 from yolo_transfer.errors import DataError
+from yolo_transfer.option_checks import require_dataset
 
 COCO_AREA_LIMITS = (32**2, 96**2)  # small < 32^2 px <= medium < 96^2 px <= large, in original pixels
 
@@ -42,10 +43,8 @@ def check_command(args: argparse.Namespace) -> int:
 
 def convert_command(args: argparse.Namespace) -> int:
     """Read a VOC folder or COCO json, validate it and write a YOLO dataset with data.yaml into --out."""
-    src = Path(args.src)
     ensure_writable_dir(args.out)
-    if not src.exists():
-        raise DataError(f"{src}: not found")
+    src = require_dataset(args.src)
     if args.format == "voc" and not src.is_dir():
         raise DataError(f"{src}: --format voc needs a folder holding Pascal VOC .xml annotations")
     if args.format == "coco" and not (src.is_dir() or src.suffix.lower() == ".json"):

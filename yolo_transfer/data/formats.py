@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from yolo_transfer.errors import DataError, LabelError
+from yolo_transfer.option_checks import require_dataset
 
 IMAGE_SUFFIXES = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm")
 # other image files in a dataset folder are listed too, so that validation reports them as unsupported
@@ -53,9 +54,7 @@ class DatasetSpec:
 
 def read_dataset(source: str | Path, val_fraction: float = 0.2, seed: int = 0) -> DatasetSpec:
     """Read a data.yaml, a Pascal VOC folder or a COCO json; make a seeded val split when there is none."""
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise DataError(f"{path}: dataset not found")
+    path = require_dataset(source)
     if path.is_dir() and (path / "data.yaml").is_file():
         path = path / "data.yaml"
     if path.suffix.lower() in (".yaml", ".yml"):

@@ -26,6 +26,7 @@ from yolo_transfer.engine.postprocess import non_max_suppression, scale_boxes
 from yolo_transfer.engine.train_progress import counting_bars
 from yolo_transfer.errors import ConfigError, DataError
 from yolo_transfer.models import DetectionModel
+from yolo_transfer.option_checks import listed, require_any_source
 
 STRIDE = 32
 UNWRITABLE_SUFFIXES = (".dng", ".mpo")  # OpenCV reads them but cannot encode them: annotated as .jpg
@@ -35,7 +36,8 @@ def collect_images(sources: list[str], console: Console) -> tuple[list[Path], bo
     """Image files named directly or found (sorted) in folders; missing paths are reported and skipped.
 
     DataError naming the sources when they give no image file at all."""
-    images, has_folder, missing = [], False, []
+    require_any_source(sources)
+    images, has_folder = [], False
     for source in map(Path, sources):
         if source.is_dir():
             has_folder = True
@@ -45,19 +47,10 @@ def collect_images(sources: list[str], console: Console) -> tuple[list[Path], bo
         elif source.is_file():
             images.append(source)
         else:
-            missing.append(source)
             console.print(f"skipped {source}: no such file or folder", markup=False)
     if not images:
-        if len(missing) == len(sources):
-            raise DataError(f"{listed(missing)}: no such file or folder")
         raise DataError(f"{listed(sources)}: no image files ({', '.join(IMAGE_SUFFIXES)})")
     return images, has_folder
-
-
-def listed(paths: list) -> str:
-    """The first three paths, and how many more."""
-    shown = ", ".join(map(str, paths[:3]))
-    return shown + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ from yolo_transfer.engine.device import select_device
 from yolo_transfer.engine.run_state import STATE_JSON, state_exists
 from yolo_transfer.engine.tensorboard_log import check_tensorboard
 from yolo_transfer.errors import ConfigError
+from yolo_transfer.option_checks import require_weights_file
 from yolo_transfer.strategies import Strategy
 from yolo_transfer.strategies.phase import strategy_from_dict
 
@@ -67,8 +68,8 @@ def check_config(config: TrainConfig, resume: bool) -> None:
         raise ConfigError(f"--val-every must be >= 1, got {config.val_every}")
     if config.lr0 is not None and config.lr0 <= 0:
         raise ConfigError(f"--lr0 must be > 0, got {config.lr0}")
-    if config.weights is not None and not Path(config.weights).is_file():
-        raise ConfigError(f"{config.weights}: weights file not found")
+    if config.weights is not None:
+        require_weights_file(config.weights)
     if not resume and state_exists(Path(config.out) / "weights"):
         raise ConfigError(
             f"{config.out} already holds a run: continue it with --resume {config.out} or use another --out"
