@@ -82,6 +82,18 @@ def test_measured_costs_follow_the_phases_and_leave_the_model_alone(tiny):
     assert all(p.requires_grad for p in model.parameters())
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (checked on GPU machines)")
+def test_costs_are_measured_on_the_gpu(tiny):
+    # compare --budget time=N on a GPU: every step and the validation are timed there
+    data = load_dataset(tiny)
+    model = build_model("yolov5n", nc=len(data.names))
+    strategy = resolve_phase_lengths(TWO_PHASES, 10)
+    costs = measure_costs(model, [strategy], data, imgsz=128, batch=8, hyp=load_hyp("low"), device="cuda")
+    assert set(costs.step_s) == {(24,), tuple(range(25))} and min(costs.step_s.values()) > 0
+    assert costs.val_s > 0 and costs.checkpoint_s > 0
+    assert all(not parameter.is_cuda for parameter in model.parameters())  # timed on a copy
+
+
 def test_costs_are_timed_with_the_threads_the_trainer_leaves_to_torch(tiny, monkeypatch):
     data = load_dataset(tiny)
     model = build_model("yolov5n", nc=len(data.names))

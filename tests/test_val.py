@@ -11,7 +11,7 @@ from yolo_transfer.data import build_dataloader, load_dataset, load_hyp
 from yolo_transfer.data.synthetic import make_domain
 from yolo_transfer.engine.evaluate import evaluate, labels_in_original
 from yolo_transfer.engine.loss import ComputeLoss
-from yolo_transfer.models import build_model
+from yolo_transfer.models import build_model, load_model
 
 # reference val.py on coco8 val with the official yolov5n (rect batches of 8, pad 0.5, imgsz 640)
 REFERENCE = {"precision": 0.781, "recall": 0.652, "map50": 0.709, "map50_95": 0.484}
@@ -34,6 +34,21 @@ def test_val_command_matches_reference_on_coco8(official_weights, tmp_path, caps
     assert (out / "pr_curve.png").stat().st_size > 0 and (out / "confusion_matrix.png").stat().st_size > 0
     printed = capsys.readouterr().out
     assert "person" in printed and "mAP50-95" in printed
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (checked on GPU machines)")
+def test_evaluate_on_the_gpu_keeps_the_model_there_and_matches_reference(official_weights):
+    # without a device the model stays where it is, beside the loss's anchors (the cost model's validation
+    # moved its GPU copy to the CPU and failed there)
+    data = load_dataset(shared_path("data", "coco8", "coco8.yaml"))
+    model, _ = load_model(official_weights)
+    model.cuda()
+    loader = build_dataloader(data.val, 640, 8, augment=False, hyp=load_hyp("none"), rect=True, pad=0.5)
+    metrics = evaluate(model, loader, data.names, compute_loss=ComputeLoss(model, load_hyp("low")))
+    assert all(parameter.is_cuda for parameter in model.parameters())
+    for key, value in REFERENCE.items():
+        assert metrics[key] == pytest.approx(value, abs=0.01), key
+    assert all(value > 0 for value in metrics["loss"])
 
 
 def test_val_rejects_bad_image_size(capsys, tmp_path):

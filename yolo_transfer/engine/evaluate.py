@@ -49,7 +49,7 @@ def evaluate(
     conf: float = VAL_CONF,
     iou: float = VAL_IOU,
     max_det: int = 300,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     compute_loss=None,
     plots_dir: str | Path | None = None,
     progress: bool = False,
@@ -65,10 +65,11 @@ def evaluate(
     when asked. ``forward_batch`` caps the images per forward pass (the loader's batches, and so their
     rect shapes, stay as they are): fewer activations alive at once, the same detections to float
     rounding. Writes PR-curve, F1-curve and confusion-matrix PNGs to ``plots_dir`` when given (a plot that
-    cannot be written is a warning; ``plots`` lists those written). The model is moved to ``device`` and
-    evaluated in eval mode; the train/eval mode of each of its modules is restored after.
+    cannot be written is a warning; ``plots`` lists those written). The model is moved to ``device`` (None: it
+    stays on its own, where ``compute_loss``'s anchors are) and evaluated in eval mode; the train/eval mode of
+    each of its modules is restored after.
     """
-    device = torch.device(device)
+    device = next(model.parameters()).device if device is None else torch.device(device)
     modes = {module: module.training for module in model.modules()}
     model.to(device).eval()
     dtype = next(model.parameters()).dtype
