@@ -36,7 +36,7 @@ from rich.table import Table
 
 from yolo_transfer.advise import advise, reapply_rules
 from yolo_transfer.advise.rules import HIGH_SHIFT, LARGE_DATA_IMAGES
-from yolo_transfer.compare import compare
+from yolo_transfer.compare import compare, strategy_labels
 from yolo_transfer.compare.demo import shipped_weights
 from yolo_transfer.compare.results import aggregate, read_run
 from yolo_transfer.data import load_dataset
@@ -96,13 +96,13 @@ def run_case(name: str, data: str, weights: str, budget: Budget, args, console: 
     if args.report_only:  # the table of the runs that finished, nothing trained or measured
         runs = [
             read_run(strategy, seed, out / "runs" / f"{strategy}-s{seed}", out, "missing", None)
-            for strategy in args.strategies
+            for strategy in args.labels
             for seed in args.seeds
             if (out / "runs" / f"{strategy}-s{seed}" / "summary.json").is_file()
         ]
         if not runs:
             return None
-        aggregate_table = aggregate(runs, args.strategies)
+        aggregate_table = aggregate(runs, args.labels)
     else:
         results = compare(
             data, weights, args.strategies, budget, args.seeds, out,
@@ -125,7 +125,7 @@ def run_case(name: str, data: str, weights: str, budget: Budget, args, console: 
         "case": label,
         "budget": str(budget),
         "scores": scores,
-        "epochs": planned_epochs(out, args.strategies, args.seeds),
+        "epochs": planned_epochs(out, args.labels, args.seeds),
         "advised": advice["recommendation"]["strategy"],
         "profile": {
             "images": advice["scale"]["images"],
@@ -304,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.strategies = [s for s in args.strategies.split(",") if s]
+    args.labels = list(strategy_labels(args.strategies))  # a candidate YAML: its runs and column by its stem
     args.seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -327,8 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     cases = [case for case in cases if case is not None]
     summary = summarise(cases)
     (out / "study.json").write_text(json.dumps({"cases": cases, "summary": summary}, indent=2))
-    (out / "study.md").write_text(markdown(cases, summary, args.strategies))
-    print_tables(cases, summary, args.strategies, console)
+    (out / "study.md").write_text(markdown(cases, summary, args.labels))
+    print_tables(cases, summary, args.labels, console)
     return 0
 
 

@@ -135,7 +135,8 @@ def test_report_only_tabulates_finished_runs_over_seeds_with_todays_rules_and_sk
     data = make_domain(tmp_path / "data", "target", n_images=12, imgsz=64, seed=3)
     advice = advise(data, DEMO, imgsz=64, max_images=8, budget="epochs=30", compute=False)
     case_dir = tmp_path / "study" / "raccoon-e30"
-    for strategy, seed, score in (("full", 0, 0.50), ("full", 1, 0.40), ("freeze", 0, 0.42)):
+    runs = (("full", 0, 0.50), ("full", 1, 0.40), ("freeze", 0, 0.42), ("staged-short", 0, 0.44))
+    for strategy, seed, score in runs:  # a candidate YAML's runs are named by its stem, as compare names them
         run = case_dir / "runs" / f"{strategy}-s{seed}"
         run.mkdir(parents=True)
         summary = {"best": {"epoch": 29, "map50_95": score}, "epochs": 30}
@@ -145,10 +146,17 @@ def test_report_only_tabulates_finished_runs_over_seeds_with_todays_rules_and_sk
 
     argv = ["--shared", str(tmp_path / "absent"), "--out", str(tmp_path / "study"), "--budgets", "30"]
     argv += ["--datasets", "raccoon,bccd", "--train-images", "all,50", "--seeds", "0,1"]
-    assert study.main([*argv, "--strategies", "full,freeze", "--report-only"]) == 0
+    candidate = STUDY_PATH.parent / "candidates" / "staged-short.yaml"
+    assert study.main([*argv, "--strategies", f"full,freeze,{candidate}", "--report-only"]) == 0
 
     (case,) = json.loads((tmp_path / "study" / "study.json").read_text())["cases"]
     assert case["case"] == "raccoon e30"
-    assert case["scores"] == {"full": pytest.approx(0.45), "freeze": pytest.approx(0.42)}
+    assert case["scores"] == {
+        "full": pytest.approx(0.45),
+        "freeze": pytest.approx(0.42),
+        "staged-short": pytest.approx(0.44),
+    }
+    header, _, row = (tmp_path / "study" / "study.md").read_text().splitlines()[:3]
+    assert "| staged-short |" in header and "| 0.440 |" in row
     assert case["advised"] == advice["recommendation"]["strategy"]
     assert not (tmp_path / "study" / "subsets").exists()
