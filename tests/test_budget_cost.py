@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import os
+import sys
+import time
 
 import pytest
 import torch
@@ -13,7 +15,7 @@ from yolo_transfer.compare.runner import RunSpec, in_fresh_process, plan_epochs,
 from yolo_transfer.data import load_dataset, load_hyp
 from yolo_transfer.data.synthetic import make_domain
 from yolo_transfer.engine.budget import epochs_within, parse_budget, schedule_seconds, time_fitted_length
-from yolo_transfer.engine.cost import CostModel, measure_costs
+from yolo_transfer.engine.cost import CostModel, _loader_start_seconds, loading_epoch_seconds, measure_costs
 from yolo_transfer.errors import ConfigError
 from yolo_transfer.models import build_model, save_model
 from yolo_transfer.strategies import Phase, Strategy
@@ -110,20 +112,63 @@ def test_costs_are_timed_with_the_threads_the_trainer_leaves_to_torch(tiny, monk
     no_worker = measure_costs(model, [strategy], data, workers=0, **options)
     assert (one_worker.workers, one_worker.threads) == (1, 1)  # 2 cores: one loads, one computes
     assert (no_worker.workers, no_worker.threads) == (0, min(2, before))
+    assert no_worker.loader_start_s == 0  # no workers to start (timed with them: the test below)
     assert seen == [1, min(2, before)] and torch.get_num_threads() == before
 
 
-def test_workers_load_beside_the_step_and_no_workers_load_between_steps():
-    costs = {"n_train": 10, "n_val": 5, "load_s": 0.03, "val_s": 0.1, "step_s": {(0,): 0.02, (0, 1): 0.05}}
-    serial, two_workers = CostModel(**costs, workers=0), CostModel(**costs, workers=2)
-    assert serial.train_image_seconds([0]) == pytest.approx(0.05)
-    assert two_workers.train_image_seconds([0]) == pytest.approx(0.02)  # the step is slower
-    assert two_workers.train_image_seconds([0, 1]) == pytest.approx(0.05)
-    assert CostModel(**costs, workers=1).train_image_seconds([0]) == pytest.approx(0.03)  # loading is slower
-    assert serial.phase_epoch_seconds([0, 1]) == pytest.approx(10 * 0.08 + 5 * 0.1)
+def test_an_epoch_is_loaded_and_stepped_as_the_dataloader_schedules_whole_batches():
+    assert loading_epoch_seconds(10, 4, 0.02, 0.03, workers=0) == pytest.approx(10 * 0.05)  # load, then step
+    # the steps are slower: the workers run ahead, the first batch is the only wait
+    assert loading_epoch_seconds(40, 4, 0.05, 0.03, workers=2) == pytest.approx(4 * 0.03 + 40 * 0.05)
+    # a GPU epoch of 160 images over 8 workers is loading-bound: two rounds of building a batch of 16 (then
+    # the second round's two steps), 1.6x the images' loading spread evenly over the workers
+    gpu = loading_epoch_seconds(160, 16, 0.001, 0.04, workers=8)
+    assert gpu == pytest.approx(2 * 16 * 0.04 + 2 * 16 * 0.001)
+    assert gpu / (160 * 0.04 / 8) == pytest.approx(1.64)
+    # a partial last batch: worker 0 builds batches 0 and 2 (4 and 2 images), worker 1 batch 1
+    assert loading_epoch_seconds(10, 4, 0.01, 0.04, workers=2) == pytest.approx(0.24 + 2 * 0.01)
+    costs = {"n_train": 10, "n_val": 5, "load_s": 0.03, "val_s": 0.1, "step_s": {(0,): 0.02}, "batch": 4}
     assert CostModel(**costs, checkpoint_s=0.5).phase_epoch_seconds([0]) == pytest.approx(
-        10 * 0.05 + 0.5 + 0.5
+        10 * 0.05 + 5 * 0.1 + 0.5
     )
+    assert CostModel(**costs, workers=2, loader_start_s=0.2).phase_epoch_seconds([0]) == pytest.approx(
+        loading_epoch_seconds(10, 4, 0.02, 0.03, workers=2) + 0.2 + 5 * 0.1
+    )
+
+
+class _SlowImages(torch.utils.data.Dataset):
+    """Images that take ``seconds`` each to load without using a core (the timing holds on a busy host)."""
+
+    def __init__(self, n: int, seconds: float):
+        self.n, self.seconds = n, seconds
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        time.sleep(self.seconds)
+        return torch.zeros(1)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="times forked loader workers (the trainer's on Linux)")
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # more workers than cores: they sleep
+def test_the_epoch_model_and_the_measured_worker_start_match_a_real_dataloader():
+    # 4 batches of 4 over 3 workers: worker 0 builds batches 0 and 3, so the last step waits for a second
+    # round; the images' loading spread evenly over the workers would take 0.8 s / 3, the steps 0.16 s
+    n, batch, workers, load_s, step_s = 16, 4, 3, 0.05, 0.01
+    loader = torch.utils.data.DataLoader(
+        _SlowImages(n, load_s), batch_size=batch, num_workers=workers, multiprocessing_context="fork"
+    )
+    modelled = loading_epoch_seconds(n, batch, step_s, load_s, workers)
+    assert modelled == pytest.approx(0.44)
+    worker_start = _loader_start_seconds(loader, load_s)  # passes without steps, beyond the model
+    assert 0 < worker_start < 0.3
+    start = time.perf_counter()
+    for images in loader:
+        time.sleep(len(images) * step_s)
+    measured = time.perf_counter() - start
+    assert measured >= 0.97 * modelled, (measured, modelled)
+    assert measured == pytest.approx(modelled + worker_start, abs=0.1), (measured, modelled, worker_start)
 
 
 @pytest.fixture(scope="module")

@@ -1,21 +1,24 @@
 """One cost model for time budgets, advice and benchmarks: seconds per epoch of each phase on this device.
 
-An epoch of a phase costs ``train images x per-image training time + val images x validation + checkpoint
+An epoch of a phase costs ``its training pass (steps and loading) + val images x validation + checkpoint
 writes`` seconds. The training step is timed the way the trainer runs it: with the torch threads its loading
 plan leaves for compute (engine/loading_plan.py: on a CPU the loader workers take cores away from torch), in
 its memory format, the phase set up by ``apply_phase`` (frozen modules, their BatchNorm policy, the no-grad
 prefix, run BN-folded), forward, loss, backward, clipping, an optimizer step and the EMA update, on a real
 augmented batch of the data. Loading is timed in one process, from the RAM cache when the trainer would cache:
 without workers the trainer waits for it after every step (the times add up); with workers it runs beside the
-step (the slower of the step and the workers' share sets the pace). Validation is the trainer's own (forward,
-loss, NMS, metrics) on a sample of the val images; the checkpoint writes are the trainer's best, last and
-resume-state files. A training step's time is the fastest of five repeats after a warm-up, the phases' steps
-interleaved: a disturbance only adds time, and the trainer shortens the last phase of a schedule planned too
-long once its epochs show the pace (engine/budget.py), but a schedule planned too short leaves its budget
-unused (a disturbed median once planned 4 full epochs where 9 fitted). Loading and validation take the
-median of their repeats. A step that trains a subset of another's modules is capped at that one's time (it
-does less work). ``compare --budget time=`` (engine/budget.py), ``advise`` and benchmarks/strategy_cost.py
-all measure through :func:`measure_costs`.
+steps as torch's DataLoader schedules it (:func:`loading_epoch_seconds`): each worker builds whole batches in
+turn, so an epoch of few batches also waits for its first batch and for its last round (10 batches over 8
+workers take two rounds of building a batch, 1.6x the images' loading spread evenly over the workers: the
+model assumed the even spread before, and a GPU epoch of 160 images took 1.6x its estimate). Validation is the
+trainer's own (forward, loss, NMS, metrics) on a sample of the val images; the checkpoint writes are the
+trainer's best, last and resume-state files. A training step's time is the fastest of five repeats after a
+warm-up, the phases' steps interleaved: a disturbance only adds time, and the trainer shortens the last phase
+of a schedule planned too long once its epochs show the pace (engine/budget.py), but a schedule planned too
+short leaves its budget unused (a disturbed median once planned 4 full epochs where 9 fitted). Loading and
+validation take the median of their repeats. A step that trains a subset of another's modules is capped at
+that one's time (it does less work). ``compare --budget time=`` (engine/budget.py), ``advise`` and
+benchmarks/strategy_cost.py all measure through :func:`measure_costs`.
 """
 
 from __future__ import annotations
@@ -60,19 +63,17 @@ class CostModel:
     load_s: float  # the augmenting loader, per image, in one process
     val_s: float  # validation (forward, loss, NMS, metrics) per image
     step_s: dict[tuple[int, ...], float]  # a training step per image, by trainable module set
+    batch: int  # training images per step, and per task of a loader worker
     checkpoint_s: float = 0.0  # an epoch's checkpoint writes: best and last weights, the resume state
     workers: int = 0  # loader workers: 0 loads between steps, more load beside them
     threads: int = 1  # the torch threads the steps were timed with (the trainer's)
-
-    def train_image_seconds(self, trainable: Iterable[int]) -> float:
-        """Seconds per training image of a phase, loading included."""
-        step = self.step_s[tuple(trainable)]
-        return max(step, self.load_s / self.workers) if self.workers else step + self.load_s
+    loader_start_s: float = 0.0  # an epoch's start and stop of the loader workers, beyond their loading
 
     def phase_epoch_seconds(self, trainable: Iterable[int]) -> float:
-        return (
-            self.n_train * self.train_image_seconds(trainable) + self.n_val * self.val_s + self.checkpoint_s
+        training = loading_epoch_seconds(
+            self.n_train, self.batch, self.step_s[tuple(trainable)], self.load_s, self.workers
         )
+        return training + self.loader_start_s + self.n_val * self.val_s + self.checkpoint_s
 
     def strategy_epoch_seconds(self, strategy: Strategy, model: nn.Module) -> list[float]:
         """Seconds per epoch of every phase of ``strategy``."""
@@ -95,8 +96,8 @@ class CostModel:
     def to_dict(self) -> dict:
         return {
             "n_train": self.n_train, "n_val": self.n_val, "loader_s_per_image": self.load_s,
-            "val_s_per_image": self.val_s, "checkpoint_s": self.checkpoint_s, "workers": self.workers,
-            "threads": self.threads,
+            "val_s_per_image": self.val_s, "checkpoint_s": self.checkpoint_s, "batch": self.batch,
+            "workers": self.workers, "threads": self.threads, "loader_start_s": self.loader_start_s,
             "train_s_per_image": {",".join(map(str, k)): v for k, v in self.step_s.items()},
         }  # fmt: skip
 
@@ -161,9 +162,34 @@ def measure_costs(
             model, val_loader, data.names, compute_loss, validation_forward_batch(batch)
         )
         checkpoint_s = _checkpoint_seconds(model)
+        loader_start_s = 0.0
+        if plan.workers:
+            workers_loader = build_dataloader(
+                data.train[:LOADER_SAMPLE_IMAGES], imgsz, batch, augment=True, hyp=hyp, shuffle=True,
+                workers=plan.workers, cache_ram=plan.cache,
+            )  # fmt: skip
+            loader_start_s = _loader_start_seconds(workers_loader, load_s)
         return CostModel(
-            len(data.train), len(data.val), load_s, val_s, step_s, checkpoint_s, plan.workers, plan.threads
-        )
+            len(data.train), len(data.val), load_s, val_s, step_s, batch, checkpoint_s,
+            workers=plan.workers, threads=plan.threads, loader_start_s=loader_start_s,
+        )  # fmt: skip
+
+
+def loading_epoch_seconds(n_images: int, batch: int, step_s: float, load_s: float, workers: int) -> float:
+    """Seconds of one pass over ``n_images`` in batches of ``batch`` (the last one partial), a step taking
+    ``step_s`` and loading ``load_s`` per image. Without workers each batch is loaded, then stepped. With
+    workers, as torch's DataLoader runs them: worker ``k % workers`` builds batch ``k`` after its previous
+    one, every worker starting when the epoch's iterator does, and step ``k`` starts once batch ``k`` is
+    built and step ``k - 1`` is done."""
+    if not workers:
+        return n_images * (load_s + step_s)
+    sizes = [min(batch, n_images - start) for start in range(0, n_images, batch)]
+    built = [0.0] * workers
+    step_end = 0.0
+    for index, size in enumerate(sizes):
+        built[index % workers] += size * load_s
+        step_end = max(built[index % workers], step_end) + size * step_s
+    return step_end
 
 
 def _trainable(model: nn.Module, phase: Phase) -> list[int]:
@@ -258,6 +284,19 @@ def _loader_seconds(loader, repeats: int) -> tuple[float, tuple[torch.Tensor, to
         next(iter(loader))
         times.append((time.perf_counter() - start) / len(first[0]))
     return statistics.median(times), (first[0], first[1])
+
+
+def _loader_start_seconds(loader, load_s: float) -> float:
+    """Seconds a pass of ``loader`` (with workers) takes beyond :func:`loading_epoch_seconds` of its images
+    loaded at ``load_s`` each with no steps: the workers' start and stop, which every epoch pays (median of
+    two passes after a warm-up one)."""
+
+    def drain() -> None:
+        for _ in loader:
+            pass
+
+    modelled = loading_epoch_seconds(len(loader.dataset), loader.batch_size, 0.0, load_s, loader.num_workers)
+    return max(0.0, _median_seconds(drain, repeats=2) - modelled)
 
 
 def epochs_for_time(
