@@ -16,6 +16,7 @@ from yolo_transfer.data import load_dataset, load_hyp
 from yolo_transfer.data.synthetic import make_domain
 from yolo_transfer.engine.budget import epochs_within, parse_budget, schedule_seconds, time_fitted_length
 from yolo_transfer.engine.cost import CostModel, _loader_start_seconds, loading_epoch_seconds, measure_costs
+from yolo_transfer.engine.loading_plan import torch_threads
 from yolo_transfer.errors import ConfigError
 from yolo_transfer.models import build_model, save_model
 from yolo_transfer.strategies import Phase, Strategy
@@ -96,24 +97,25 @@ def test_costs_are_measured_on_the_gpu(tiny):
     assert all(not parameter.is_cuda for parameter in model.parameters())  # timed on a copy
 
 
-def test_costs_are_timed_with_the_threads_the_trainer_leaves_to_torch(tiny, monkeypatch):
+def test_costs_are_timed_with_the_threads_of_the_trainers_loading_plan(tiny, monkeypatch):
     data = load_dataset(tiny)
     model = build_model("yolov5n", nc=len(data.names))
     strategy = resolve_phase_lengths(TWO_PHASES, 10)
-    monkeypatch.setattr("yolo_transfer.engine.loading_plan.available_cores", lambda: 2)
+    monkeypatch.setattr("yolo_transfer.engine.loading_plan.available_cores", lambda: 1)
     seen = []
     monkeypatch.setattr(
         "yolo_transfer.engine.cost._validation_seconds",
         lambda *a: seen.append(torch.get_num_threads()) or 1.0,
     )
-    before = torch.get_num_threads()
     options = {"imgsz": 128, "batch": 8, "hyp": load_hyp("low"), "device": "cpu", "repeats": 1}
-    one_worker = measure_costs(model, [strategy], data, workers=1, **options)
-    no_worker = measure_costs(model, [strategy], data, workers=0, **options)
-    assert (one_worker.workers, one_worker.threads) == (1, 1)  # 2 cores: one loads, one computes
-    assert (no_worker.workers, no_worker.threads) == (0, min(2, before))
+    with torch_threads(2):  # the caller's count: the plan gives one core one thread, then restores it
+        one_worker = measure_costs(model, [strategy], data, workers=1, **options)
+        no_worker = measure_costs(model, [strategy], data, workers=0, **options)
+        assert torch.get_num_threads() == 2
+    assert (one_worker.workers, one_worker.threads) == (1, 1)  # a worker takes no thread from torch
+    assert (no_worker.workers, no_worker.threads) == (0, 1)
     assert no_worker.loader_start_s == 0  # no workers to start (timed with them: the test below)
-    assert seen == [1, min(2, before)] and torch.get_num_threads() == before
+    assert seen == [1, 1]
 
 
 def test_an_epoch_is_loaded_and_stepped_as_the_dataloader_schedules_whole_batches():

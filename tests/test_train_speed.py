@@ -6,6 +6,7 @@ choice and the loading line."""
 import copy
 import csv
 import math
+import os
 import weakref
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import pytest
 import torch
 
 from yolo_transfer.cli import build_parser
-from yolo_transfer.data import load_dataset, load_hyp
+from yolo_transfer.data import build_dataloader, load_dataset, load_hyp
+from yolo_transfer.data.dataset import YoloDataset
 from yolo_transfer.data.synthetic import make_domain
 from yolo_transfer.data.validate import Sample
 from yolo_transfer.engine import loading_plan
@@ -194,6 +196,35 @@ def test_frozen_run_keeps_backbone_bit_identical_and_validates_every_second_epoc
     assert trainer.val_loader.dataset.cached is not None and trainer.active.loader.dataset.cached is not None
 
 
+def test_the_val_loader_keeps_its_workers_from_one_epoch_to_the_next(tiny, tmp_path, monkeypatch):
+    # each sample reports the process that loaded it (in place of its path); the val batches are the same
+    # either way (no random augmentation), so the trainer keeps the val workers instead of forking them anew
+    load = YoloDataset.__getitem__
+    monkeypatch.setattr(YoloDataset, "__getitem__", lambda self, i: (*load(self, i)[:2], os.getpid(), None))
+    data = load_dataset(tiny)
+    hyp = load_hyp("low")
+    options = {"augment": False, "hyp": hyp, "rect": True, "workers": 1}
+
+    def loading_processes(loader) -> list[set[int]]:
+        return [{pid for _, _, pids, _ in loader for pid in pids} for _ in range(2)]
+
+    kept, restarted = (
+        loading_processes(build_dataloader(data.val, 64, 4, persistent_workers=persistent, **options))
+        for persistent in (True, False)
+    )
+    assert kept[0] == kept[1] and os.getpid() not in kept[0]
+    assert restarted[0] != restarted[1]  # the default: workers start again for every pass (train loaders)
+    no_workers = build_dataloader(data.val, 64, 4, persistent_workers=True, **{**options, "workers": 0})
+    assert not no_workers.persistent_workers  # nothing to keep (torch refuses the option without workers)
+    config = TrainConfig(
+        data=str(tiny), out=tmp_path / "run", epochs=1, noplots=True, **{**TINY, "workers": 1}
+    )
+    trainer = Trainer(
+        build_model("yolov5n", nc=len(data.names)), data, load_strategy("full", epochs=1), config, config.out
+    )
+    assert trainer.val_loader.persistent_workers and trainer.val_loader.num_workers == 1
+
+
 def _samples(n: int, width: int = 640, height: int = 480) -> list[Sample]:
     return [Sample(Path(f"{i}.jpg"), np.zeros((0, 5), np.float32), width, height) for i in range(n)]
 
@@ -212,8 +243,12 @@ def test_cache_is_automatic_when_the_images_fit_and_can_be_forced(monkeypatch):
 
 def test_workers_and_threads_follow_the_cores(monkeypatch):
     monkeypatch.setattr(loading_plan, "available_cores", lambda: 2)
-    plan = plan_loading(_samples(1), 64, torch.device("cpu"), workers=None, cache=None)
-    assert plan.workers == 0 and 1 <= plan.threads <= 2
+    with loading_plan.torch_threads(2):
+        plan = plan_loading(_samples(1), 64, torch.device("cpu"), workers=None, cache=None)
+        assert (plan.workers, plan.threads) == (0, 2)
+        # workers asked for on the CPU share the cores: torch keeps a thread per core (the module docstring
+        # has the measurement)
+        assert plan_loading(_samples(1), 64, torch.device("cpu"), workers=2, cache=None).threads == 2
     monkeypatch.setattr(loading_plan, "available_cores", lambda: 16)
     assert plan_loading(_samples(1), 64, torch.device("cpu"), workers=None, cache=None).workers == 4
     assert plan_loading(_samples(1), 64, torch.device("cuda"), workers=None, cache=None).workers == 8

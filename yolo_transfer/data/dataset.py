@@ -157,8 +157,13 @@ def build_dataloader(
     workers: int = 0,
     seed: int = 0,
     cache_ram: bool = False,
+    persistent_workers: bool = False,
 ) -> DataLoader:
-    """A DataLoader over validated samples; deterministic for a given seed and number of workers."""
+    """A DataLoader over validated samples; deterministic for a given seed and number of workers.
+
+    ``persistent_workers`` keeps the workers from one pass to the next (a loader without random augmentation:
+    its batches do not depend on the workers' state); otherwise they start again for every pass, seeded anew.
+    """
     if rect and shuffle:
         raise ConfigError("rect batches need a fixed order: use shuffle=False with rect=True")
     if not samples:
@@ -186,6 +191,7 @@ def build_dataloader(
         generator=generator,
         pin_memory=torch.cuda.is_available(),
         multiprocessing_context=_worker_context(workers),
+        persistent_workers=persistent_workers and workers > 0,
     )
 
 

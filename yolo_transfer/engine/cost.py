@@ -1,24 +1,24 @@
 """One cost model for time budgets, advice and benchmarks: seconds per epoch of each phase on this device.
 
 An epoch of a phase costs ``its training pass (steps and loading) + val images x validation + checkpoint
-writes`` seconds. The training step is timed the way the trainer runs it: with the torch threads its loading
-plan leaves for compute (engine/loading_plan.py: on a CPU the loader workers take cores away from torch), in
-its memory format, the phase set up by ``apply_phase`` (frozen modules, their BatchNorm policy, the no-grad
-prefix, run BN-folded), forward, loss, backward, clipping, an optimizer step and the EMA update, on a real
-augmented batch of the data. Loading is timed in one process, from the RAM cache when the trainer would cache:
-without workers the trainer waits for it after every step (the times add up); with workers it runs beside the
-steps as torch's DataLoader schedules it (:func:`loading_epoch_seconds`): each worker builds whole batches in
-turn, so an epoch of few batches also waits for its first batch and for its last round (10 batches over 8
-workers take two rounds of building a batch, 1.6x the images' loading spread evenly over the workers: the
-model assumed the even spread before, and a GPU epoch of 160 images took 1.6x its estimate). Validation is the
-trainer's own (forward, loss, NMS, metrics) on a sample of the val images; the checkpoint writes are the
-trainer's best, last and resume-state files. A training step's time is the fastest of five repeats after a
-warm-up, the phases' steps interleaved: a disturbance only adds time, and the trainer shortens the last phase
-of a schedule planned too long once its epochs show the pace (engine/budget.py), but a schedule planned too
-short leaves its budget unused (a disturbed median once planned 4 full epochs where 9 fitted). Loading and
-validation take the median of their repeats. A step that trains a subset of another's modules is capped at
-that one's time (it does less work). ``compare --budget time=`` (engine/budget.py), ``advise`` and
-benchmarks/strategy_cost.py all measure through :func:`measure_costs`.
+writes`` seconds. The training step is timed the way the trainer runs it: with the torch threads of its
+loading plan (engine/loading_plan.py), in its memory format, the phase set up by ``apply_phase`` (frozen
+modules, their BatchNorm policy, the no-grad prefix, run BN-folded), forward, loss, backward, clipping, an
+optimizer step and the EMA update, on a real augmented batch of the data. Loading is timed in one process,
+from the RAM cache when the trainer would cache: without workers the trainer waits for it after every step
+(the times add up); with workers it runs beside the steps as torch's DataLoader schedules it
+(:func:`loading_epoch_seconds`): each worker builds whole batches in turn, so an epoch of few batches also
+waits for its first batch and for its last round (10 batches over 8 workers take two rounds of building a
+batch, 1.6x the images' loading spread evenly over the workers: the model assumed the even spread before, and
+a GPU epoch of 160 images took 1.6x its estimate). Validation is the trainer's own (forward, loss, NMS,
+metrics) on a sample of the val images; the checkpoint writes are the trainer's best, last and resume-state
+files. A training step's time is the fastest of five repeats after a warm-up, the phases' steps interleaved: a
+disturbance only adds time, and the trainer shortens the last phase of a schedule planned too long once its
+epochs show the pace (engine/budget.py), but a schedule planned too short leaves its budget unused (a
+disturbed median once planned 4 full epochs where 9 fitted). Loading and validation take the median of their
+repeats. A step that trains a subset of another's modules is capped at that one's time (it does less work).
+``compare --budget time=`` (engine/budget.py), ``advise`` and benchmarks/strategy_cost.py all measure through
+:func:`measure_costs`.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def measure_costs(
         step_s = _capped_by_supersets({trainable: min(values) for trainable, values in times.items()})
         val_loader = build_dataloader(
             data.val[:VAL_SAMPLE_IMAGES], imgsz, batch * 2, augment=False, hyp=hyp, rect=True, pad=0.5,
-            workers=plan.workers, cache_ram=plan.cache,
+            workers=plan.workers, cache_ram=plan.cache, persistent_workers=True,  # as the trainer's
         )  # fmt: skip
         val_s = _validation_seconds(
             model, val_loader, data.names, compute_loss, validation_forward_batch(batch)
@@ -245,7 +245,8 @@ def _validation_seconds(
     model: nn.Module, loader, names: list[str], compute_loss, forward_batch: int
 ) -> float:
     """Seconds per image of the trainer's validation (engine/evaluate.py), timed on the loader's images after
-    a warm-up pass; its fixed costs (metrics, loader start) are spread over them, erring long."""
+    a warm-up pass (which starts the loader's persistent workers, as the trainer's first validation does); its
+    fixed costs (metrics) are spread over them, erring long."""
 
     def validate() -> None:
         evaluate(model, loader, names, compute_loss=compute_loss, forward_batch=forward_batch)

@@ -1,10 +1,14 @@
 """How a run feeds its model on this host: loader workers, torch threads, and the decoded-image RAM cache.
 
-On a CPU-only host the loader workers and torch's compute threads share the same cores: a worker that wakes
-up in the middle of a convolution stalls all of torch's threads, so few cores mean few workers and the rest
-for compute. With a GPU the host only prepares data and workers take every core but one. Decoding and
-resizing every image again each epoch is the costliest part of loading, so the decoded images are kept in
-RAM whenever they fit a budget (a quarter of the available memory, at most ``CACHE_CAP_BYTES``).
+On a CPU-only host the loader workers and torch's compute threads share the same cores, so few cores mean few
+workers (none below four: the cached images load between steps for less than a worker takes from the steps),
+and torch keeps a thread per core all the same: a worker sleeps most of a step, and taking a core from torch
+for it cost a third of the training speed (2 cores, license_plates at 320 px, batch 16: with the RAM cache
+20-22 img/s with one worker and one thread, 30-31 with one worker and two threads, 34-35 with no worker and
+two; without it 19 with one thread and 27-28 with two, beside one or two workers, 27-29 with no worker and two
+threads). With a GPU the host only prepares data and workers take every core but one. Decoding and resizing
+every image again each epoch is the costliest part of loading, so the decoded images are kept in RAM whenever
+they fit a budget (a quarter of the available memory, at most ``CACHE_CAP_BYTES``).
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ def plan_loading(
     """
     cores = max(available_cores() // processes, 1)
     chosen_workers = auto_workers(cores, device) if workers is None else workers
-    threads = max(1, min(torch.get_num_threads(), cores - chosen_workers if device.type == "cpu" else cores))
+    threads = max(1, min(torch.get_num_threads(), cores))
     size, budget = cache_bytes(samples, imgsz), cache_budget_bytes()
     if cache is None:
         use, reason = size <= budget, "auto, fits" if size <= budget else "auto, too large"
