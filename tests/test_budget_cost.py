@@ -202,6 +202,8 @@ def test_a_one_minute_budget_ends_within_fifteen_percent_its_schedule_cut_only_b
     run = json.loads((out / "results.json").read_text())["runs"][0]
     plan = json.loads((out / "runs" / "full-s0" / "plan.json").read_text())
     assert plan["epochs"] >= 2 and plan["probe"]["epoch_seconds_estimate"] > 0
+    probe = plan["probe"]  # the measurements behind the plan, the workers' per-epoch start among them
+    assert (probe["batch"], probe["workers"]) == (8, 1) and probe["loader_start_s"] >= 0
     assert run["wall_seconds"] <= 60 * 1.15, run["wall_seconds"]
     assert run["wall_seconds"] >= 60 * 0.5, run["wall_seconds"]  # the schedule used the budget
     summary = json.loads((out / "runs" / "full-s0" / "summary.json").read_text())

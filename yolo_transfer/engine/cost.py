@@ -10,9 +10,10 @@ from the RAM cache when the trainer would cache: without workers the trainer wai
 (:func:`loading_epoch_seconds`): each worker builds whole batches in turn, so an epoch of few batches also
 waits for its first batch and for its last round (10 batches over 8 workers take two rounds of building a
 batch, 1.6x the images' loading spread evenly over the workers: the model assumed the even spread before, and
-a GPU epoch of 160 images took 1.6x its estimate). Validation is the trainer's own (forward, loss, NMS,
-metrics) on a sample of the val images; the checkpoint writes are the trainer's best, last and resume-state
-files. A training step's time is the fastest of five repeats after a warm-up, the phases' steps interleaved: a
+a GPU epoch of 160 images took 1.6x its estimate); what the workers' start and stop add to every epoch is
+timed on passes of a loader with them. Validation is the trainer's own (forward, loss, NMS, metrics) on a
+sample of the val images; the checkpoint writes are the trainer's best, last and resume-state files. A
+training step's time is the fastest of five repeats after a warm-up, the phases' steps interleaved: a
 disturbance only adds time, and the trainer shortens the last phase of a schedule planned too long once its
 epochs show the pace (engine/budget.py), but a schedule planned too short leaves its budget unused (a
 disturbed median once planned 4 full epochs where 9 fitted). Loading and validation take the median of their
