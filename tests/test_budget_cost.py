@@ -112,7 +112,7 @@ def test_costs_are_timed_with_the_threads_of_the_trainers_loading_plan(tiny, mon
         one_worker = measure_costs(model, [strategy], data, workers=1, **options)
         no_worker = measure_costs(model, [strategy], data, workers=0, **options)
         assert torch.get_num_threads() == 2
-    assert (one_worker.workers, one_worker.threads) == (1, 1)  # a worker takes no thread from torch
+    assert (one_worker.workers, one_worker.threads) == (1, 1)  # one core: one thread, with a worker or not
     assert (no_worker.workers, no_worker.threads) == (0, 1)
     assert no_worker.loader_start_s == 0  # no workers to start (timed with them: the test below)
     assert seen == [1, 1]
