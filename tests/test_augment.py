@@ -13,7 +13,7 @@ import torch
 
 from yolo_transfer.data import Sample, build_dataloader, load_hyp
 from yolo_transfer.data.augment import augment_hsv, box_candidates, mosaic4, random_perspective
-from yolo_transfer.data.dataset import rect_batch_shapes
+from yolo_transfer.data.dataset import YoloDataset, collate, rect_batch_shapes
 from yolo_transfer.errors import ConfigError
 
 # one pure colour per class (BGR on disk); the background is dark grey, the letterbox/mosaic pad is 114 grey
@@ -110,6 +110,40 @@ def test_loader_is_deterministic_with_a_seed(tmp_path):
     # each worker draws its own augmentation stream (as in yolov5): another worker count, other batches
     assert [paths for _, _, paths in with_workers] == [paths for _, _, paths in first]  # same data order
     assert any(not torch.equal(a[0], b[0]) for a, b in zip(first, with_workers, strict=True))
+
+
+@pytest.mark.parametrize("n_samples", [12, 11])  # whole batches, and a partial last one
+def test_kept_workers_give_the_batches_of_workers_started_every_epoch(tmp_path, n_samples):
+    # the plain loader: torch's shuffling DataLoader whose workers start anew each epoch, each seeded from the
+    # loader's generator (worker k: the epoch's base seed + k); mosaic turned off before the last epoch
+    samples = _write_samples(tmp_path / "imgs", n_samples)
+    hyp = load_hyp("high", mixup=0.5)
+
+    def seed_worker(_: int) -> None:
+        info = torch.utils.data.get_worker_info()
+        info.dataset.rng = np.random.default_rng(info.seed)
+
+    def epochs(loader, generator) -> tuple[list, torch.Tensor]:
+        batches = []
+        for epoch in range(3):
+            loader.dataset.mosaic = epoch < 2
+            batches += [(images, targets, paths) for images, targets, paths, _ in loader]
+        return batches, generator.get_state()
+
+    generator = torch.Generator().manual_seed(3)
+    dataset = YoloDataset(samples, 128, augment=True, hyp=hyp, seed=3)
+    plain = torch.utils.data.DataLoader(
+        dataset, batch_size=4, shuffle=True, num_workers=2, collate_fn=collate, worker_init_fn=seed_worker,
+        generator=generator, multiprocessing_context="fork" if sys.platform == "linux" else None,
+    )  # fmt: skip
+    expected, expected_state = epochs(plain, generator)
+    kept = build_dataloader(samples, 128, 4, augment=True, hyp=hyp, shuffle=True, seed=3, workers=2)
+    assert kept.persistent_workers
+    batches, state = epochs(kept, kept.batch_sampler.generator)
+    assert len(batches) == len(expected) == 3 * -(-n_samples // 4)
+    for (ia, ta, pa), (ib, tb, pb) in zip(batches, expected, strict=True):
+        assert torch.equal(ia, ib) and torch.equal(ta, tb) and pa == pb
+    assert torch.equal(state, expected_state)  # what a resume state saves at an epoch's end
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="loader workers are forked on Linux only")

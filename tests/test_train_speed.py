@@ -196,25 +196,24 @@ def test_frozen_run_keeps_backbone_bit_identical_and_validates_every_second_epoc
     assert trainer.val_loader.dataset.cached is not None and trainer.active.loader.dataset.cached is not None
 
 
-def test_the_val_loader_keeps_its_workers_from_one_epoch_to_the_next(tiny, tmp_path, monkeypatch):
-    # each sample reports the process that loaded it (in place of its path); the val batches are the same
-    # either way (no random augmentation), so the trainer keeps the val workers instead of forking them anew
+def test_the_loaders_keep_their_workers_from_one_epoch_to_the_next(tiny, tmp_path, monkeypatch):
+    # each sample reports the process that loaded it (in place of its path): the same worker processes serve
+    # every pass, of the val loader and of the shuffled, augmenting training loader (whose batches stay those
+    # of workers started every epoch: test_augment.py)
     load = YoloDataset.__getitem__
     monkeypatch.setattr(YoloDataset, "__getitem__", lambda self, i: (*load(self, i)[:2], os.getpid(), None))
     data = load_dataset(tiny)
     hyp = load_hyp("low")
-    options = {"augment": False, "hyp": hyp, "rect": True, "workers": 1}
 
     def loading_processes(loader) -> list[set[int]]:
         return [{pid for _, _, pids, _ in loader for pid in pids} for _ in range(2)]
 
-    kept, restarted = (
-        loading_processes(build_dataloader(data.val, 64, 4, persistent_workers=persistent, **options))
-        for persistent in (True, False)
-    )
-    assert kept[0] == kept[1] and os.getpid() not in kept[0]
-    assert restarted[0] != restarted[1]  # the default: workers start again for every pass (train loaders)
-    no_workers = build_dataloader(data.val, 64, 4, persistent_workers=True, **{**options, "workers": 0})
+    val = build_dataloader(data.val, 64, 4, augment=False, hyp=hyp, rect=True, workers=1)
+    train = build_dataloader(data.train, 64, 4, augment=True, hyp=hyp, shuffle=True, workers=1)
+    for loader in (val, train):
+        passes = loading_processes(loader)
+        assert passes[0] == passes[1] and len(passes[0]) == 1 and os.getpid() not in passes[0]
+    no_workers = build_dataloader(data.val, 64, 4, augment=False, hyp=hyp, workers=0)
     assert not no_workers.persistent_workers  # nothing to keep (torch refuses the option without workers)
     config = TrainConfig(
         data=str(tiny), out=tmp_path / "run", epochs=1, noplots=True, **{**TINY, "workers": 1}
@@ -223,6 +222,8 @@ def test_the_val_loader_keeps_its_workers_from_one_epoch_to_the_next(tiny, tmp_p
         build_model("yolov5n", nc=len(data.names)), data, load_strategy("full", epochs=1), config, config.out
     )
     assert trainer.val_loader.persistent_workers and trainer.val_loader.num_workers == 1
+    trainer.active = trainer._start_phase(None)
+    assert trainer.active.loader.persistent_workers and trainer.active.loader.num_workers == 1
 
 
 def _samples(n: int, width: int = 640, height: int = 480) -> list[Sample]:

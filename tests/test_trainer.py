@@ -114,7 +114,7 @@ def _cli(out: Path, data: Path, strategy: Path) -> list[str]:
     return [
         sys.executable, "-m", "yolo_transfer.cli", "train", "--data", str(data), "--cfg", "yolov5n",
         "--epochs", "4", "--strategy", str(strategy), "--imgsz", "160", "--batch", "8", "--workers", "0",
-        "--noplots", "--out", str(out),
+        "--device", "cpu", "--noplots", "--out", str(out),
     ]  # fmt: skip
 
 

@@ -10,16 +10,16 @@ from the RAM cache when the trainer would cache: without workers the trainer wai
 (:func:`loading_epoch_seconds`): each worker builds whole batches in turn, so an epoch of few batches also
 waits for its first batch and for its last round (10 batches over 8 workers take two rounds of building a
 batch, 1.6x the images' loading spread evenly over the workers: the model assumed the even spread before, and
-a GPU epoch of 160 images took 1.6x its estimate); what the workers' start and stop add to every epoch is
-timed on passes of a loader with them. Validation is the trainer's own (forward, loss, NMS, metrics) on a
-sample of the val images; the checkpoint writes are the trainer's best, last and resume-state files. A
-training step's time is the fastest of five repeats after a warm-up, the phases' steps interleaved: a
-disturbance only adds time, and the trainer shortens the last phase of a schedule planned too long once its
-epochs show the pace (engine/budget.py), but a schedule planned too short leaves its budget unused (a
-disturbed median once planned 4 full epochs where 9 fitted). Loading and validation take the median of their
-repeats. A step that trains a subset of another's modules is capped at that one's time (it does less work).
-``compare --budget time=`` (engine/budget.py), ``advise`` and benchmarks/strategy_cost.py all measure through
-:func:`measure_costs`.
+a GPU epoch of 160 images took 1.6x its estimate); what starting a pass adds to every epoch (the workers are
+kept from one epoch to the next, and resumed) is timed on passes of a loader with them. Validation is the
+trainer's own (forward, loss, NMS, metrics) on a sample of the val images; the checkpoint writes are the
+trainer's best, last and resume-state files. A training step's time is the fastest of five repeats after a
+warm-up, the phases' steps interleaved: a disturbance only adds time, and the trainer shortens the last phase
+of a schedule planned too long once its epochs show the pace (engine/budget.py), but a schedule planned too
+short leaves its budget unused (a disturbed median once planned 4 full epochs where 9 fitted). Loading and
+validation take the median of their repeats. A step that trains a subset of another's modules is capped at
+that one's time (it does less work). ``compare --budget time=`` (engine/budget.py), ``advise`` and
+benchmarks/strategy_cost.py all measure through :func:`measure_costs`.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class CostModel:
     checkpoint_s: float = 0.0  # an epoch's checkpoint writes: best and last weights, the resume state
     workers: int = 0  # loader workers: 0 loads between steps, more load beside them
     threads: int = 1  # the torch threads the steps were timed with (the trainer's)
-    loader_start_s: float = 0.0  # an epoch's start and stop of the loader workers, beyond their loading
+    loader_start_s: float = 0.0  # what starting an epoch's pass of the kept workers adds to their loading
 
     def phase_epoch_seconds(self, trainable: Iterable[int]) -> float:
         training = loading_epoch_seconds(
@@ -157,7 +157,7 @@ def measure_costs(
         step_s = _capped_by_supersets({trainable: min(values) for trainable, values in times.items()})
         val_loader = build_dataloader(
             data.val[:VAL_SAMPLE_IMAGES], imgsz, batch * 2, augment=False, hyp=hyp, rect=True, pad=0.5,
-            workers=plan.workers, cache_ram=plan.cache, persistent_workers=True,  # as the trainer's
+            workers=plan.workers, cache_ram=plan.cache,
         )  # fmt: skip
         val_s = _validation_seconds(
             model, val_loader, data.names, compute_loss, validation_forward_batch(batch)
@@ -290,14 +290,15 @@ def _loader_seconds(loader, repeats: int) -> tuple[float, tuple[torch.Tensor, to
 
 def _loader_start_seconds(loader, load_s: float) -> float:
     """Seconds a pass of ``loader`` (with workers) takes beyond :func:`loading_epoch_seconds` of its images
-    loaded at ``load_s`` each with no steps: the workers' start and stop, which every epoch pays (median of
-    two passes after a warm-up one)."""
+    loaded at ``load_s`` each with no steps: resuming the workers kept from the pass before, which every epoch
+    pays (median of two passes after a warm-up one, which starts them as the trainer's first epoch does)."""
 
     def drain() -> None:
         for _ in loader:
             pass
 
-    modelled = loading_epoch_seconds(len(loader.dataset), loader.batch_size, 0.0, load_s, loader.num_workers)
+    batch = loader.batch_sampler.batch_size
+    modelled = loading_epoch_seconds(len(loader.dataset), batch, 0.0, load_s, loader.num_workers)
     return max(0.0, _median_seconds(drain, repeats=2) - modelled)
 
 

@@ -205,7 +205,8 @@ def restore_global_rng(tensors: dict[str, torch.Tensor], meta: dict) -> None:
 
 def loader_state(loader: torch.utils.data.DataLoader) -> tuple[dict[str, torch.Tensor], dict]:
     """The shuffle generator of a training loader and its dataset's augmentation RNG (no-worker case)."""
-    tensors = {"generator": loader.generator.get_state()} if loader.generator is not None else {}
+    generator = _shuffle_generator(loader)
+    tensors = {"generator": generator.get_state()} if generator is not None else {}
     rng = getattr(loader.dataset, "rng", None)
     return tensors, {"dataset_rng": rng.bit_generator.state if rng is not None else None}
 
@@ -214,6 +215,12 @@ def restore_loader_state(
     loader: torch.utils.data.DataLoader, tensors: dict[str, torch.Tensor], meta: dict
 ) -> None:
     if "generator" in tensors:
-        loader.generator.set_state(tensors["generator"])
+        _shuffle_generator(loader).set_state(tensors["generator"])
     if meta.get("dataset_rng") is not None:
         loader.dataset.rng.bit_generator.state = meta["dataset_rng"]
+
+
+def _shuffle_generator(loader: torch.utils.data.DataLoader) -> torch.Generator | None:
+    """The generator that orders and seeds the epochs: our loaders' `EpochBatches`' own, else (a DDP rank's
+    loader) the DataLoader's."""
+    return getattr(loader.batch_sampler, "generator", None) or loader.generator

@@ -140,7 +140,6 @@ class Trainer:
         self.val_loader = build_dataloader(
             data.val, config.imgsz, config.batch * 2, augment=False, hyp=self.hyp, rect=True, pad=0.5,
             workers=self.loading.workers, seed=config.seed, cache_ram=self.loading.cache,
-            persistent_workers=True,  # no random augmentation: the same batches without a restart per epoch
         )  # fmt: skip
         self.progress = RunProgress()
         self.active: ActivePhase | None = None
