@@ -112,16 +112,18 @@ def test_loader_is_deterministic_with_a_seed(tmp_path):
     assert any(not torch.equal(a[0], b[0]) for a, b in zip(first, with_workers, strict=True))
 
 
+def _seed_worker(_: int) -> None:
+    """A worker started for the epoch: its augmentation stream seeded from the loader's seed for it."""
+    info = torch.utils.data.get_worker_info()
+    info.dataset.rng = np.random.default_rng(info.seed)
+
+
 @pytest.mark.parametrize("n_samples", [12, 11])  # whole batches, and a partial last one
 def test_kept_workers_give_the_batches_of_workers_started_every_epoch(tmp_path, n_samples):
     # the plain loader: torch's shuffling DataLoader whose workers start anew each epoch, each seeded from the
     # loader's generator (worker k: the epoch's base seed + k); mosaic turned off before the last epoch
     samples = _write_samples(tmp_path / "imgs", n_samples)
     hyp = load_hyp("high", mixup=0.5)
-
-    def seed_worker(_: int) -> None:
-        info = torch.utils.data.get_worker_info()
-        info.dataset.rng = np.random.default_rng(info.seed)
 
     def epochs(loader, generator) -> tuple[list, torch.Tensor]:
         batches = []
@@ -133,8 +135,8 @@ def test_kept_workers_give_the_batches_of_workers_started_every_epoch(tmp_path, 
     generator = torch.Generator().manual_seed(3)
     dataset = YoloDataset(samples, 128, augment=True, hyp=hyp, seed=3)
     plain = torch.utils.data.DataLoader(
-        dataset, batch_size=4, shuffle=True, num_workers=2, collate_fn=collate, worker_init_fn=seed_worker,
-        generator=generator, multiprocessing_context="fork" if sys.platform == "linux" else None,
+        dataset, batch_size=4, shuffle=True, num_workers=2, collate_fn=collate, worker_init_fn=_seed_worker,
+        generator=generator,
     )  # fmt: skip
     expected, expected_state = epochs(plain, generator)
     kept = build_dataloader(samples, 128, 4, augment=True, hyp=hyp, shuffle=True, seed=3, workers=2)
