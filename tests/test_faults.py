@@ -335,6 +335,52 @@ def test_a_second_process_cannot_take_a_run_folder_and_a_stale_lock_is_taken_ove
     assert not (run / "run.lock").exists()
 
 
+def _holder_with_a_forked_child(run: Path, child_seconds: float) -> subprocess.Popen:
+    """A process holding ``run``'s lock that has forked a child (as a loader worker is) that outlives it by
+    ``child_seconds``; it prints the child's pid once the lock is held."""
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import os, time
+            from yolo_transfer.engine.outputs import run_lock
+            with run_lock({str(run)!r}):
+                child = os.fork()
+                if child == 0:
+                    time.sleep({child_seconds})
+                    os._exit(0)
+                print(child, flush=True)
+                time.sleep(120)
+        """)],
+        stdout=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+
+
+def test_a_lock_held_by_the_workers_of_a_killed_run_is_waited_for(tmp_path, capsys, monkeypatch):
+    # a run killed with SIGKILL leaves its forked loader workers holding the lock's flock for a few seconds:
+    # an immediate --resume waits for them instead of calling the dead run "in use"
+    run = tmp_path / "run"
+    holder = _holder_with_a_forked_child(run, child_seconds=1.0)
+    int(holder.stdout.readline())
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    start = time.monotonic()
+    with run_lock(run):
+        assert json.loads((run / "run.lock").read_text())["pid"] == os.getpid()
+    assert 0.2 < time.monotonic() - start < outputs.ORPHAN_WAIT_S
+    assert f"was left by pid {holder.pid}" in capsys.readouterr().out
+
+    monkeypatch.setattr(outputs, "ORPHAN_WAIT_S", 0.5)  # workers that outlast the wait: a clear refusal
+    holder = _holder_with_a_forked_child(tmp_path / "other", child_seconds=60)
+    child = int(holder.stdout.readline())
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    try:
+        ended = rf"in use by processes left by pid {holder.pid} on .*, which has ended; wait for it to end"
+        with pytest.raises(OutputError, match=ended), run_lock(tmp_path / "other"):
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
 # ---- compare workers end with their parent ----------------------------------------------------------------
 
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 LOCK_FILE = "run.lock"
+ORPHAN_WAIT_S = 15.0  # how long a lock whose owner has ended may stay held by the processes it forked
 TEMPORARY_SUFFIX = ".tmp"
 NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
@@ -168,7 +169,10 @@ def _megabytes(size: int) -> str:
 def run_lock(folder: str | Path) -> Iterator[Path]:
     """Hold ``folder/run.lock`` (with this process's pid) while the block runs; OutputError when another
     live process holds it. A lock file left by a process that died is taken over (an flock ends with its
-    holder, so a stale lock is never mistaken for a live one). Nested use in the holding process is free."""
+    holder, so a stale lock is never mistaken for a live one). The processes a holder forked, its loader
+    workers, share its flock: when the holder was killed they keep the lock until they notice (torch's workers
+    check every 5 s), so a lock whose recorded owner has ended is waited for, up to ``ORPHAN_WAIT_S``.
+    Nested use in the holding process is free."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
@@ -186,6 +190,7 @@ def run_lock(folder: str | Path) -> Iterator[Path]:
 def _acquire(path: Path) -> int | None:
     """An open descriptor of ``path`` holding its exclusive flock, with this process written as the owner;
     None when this process holds the lock already."""
+    deadline = time.monotonic() + ORPHAN_WAIT_S
     while True:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -195,9 +200,16 @@ def _acquire(path: Path) -> int | None:
             os.close(descriptor)
             if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
                 return None
+            ended = _ended_here(owner)
+            if ended and time.monotonic() < deadline:  # its forked workers still hold it: they end soon
+                time.sleep(0.1)
+                continue
+            if ended:
+                holder = f"processes left by {_describe(owner)}, which has ended"
+            else:
+                holder = f"another yolo-transfer process ({_describe(owner)})"
             raise OutputError(
-                f"{path.parent}: in use by another yolo-transfer process ({_describe(owner)}); wait for it "
-                "to end or use another output folder"
+                f"{path.parent}: in use by {holder}; wait for it to end or use another output folder"
             ) from None
         except OSError as err:  # a file system without flock (some network mounts): go on, unprotected
             print(f"note: {path.parent}: cannot be locked ({err.strerror}); keep other processes out of it")
@@ -220,6 +232,20 @@ def _acquire(path: Path) -> int | None:
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, json.dumps(record).encode(), 0)
         return descriptor
+
+
+def _ended_here(owner: dict) -> bool:
+    """Whether the recorded owner was a process of this host that no longer runs."""
+    pid = owner.get("pid")
+    if owner.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def _owner(descriptor: int) -> dict:
