@@ -251,7 +251,8 @@ def _worker_context(workers: int) -> multiprocessing.context.BaseContext | None:
 
 
 def _seed_worker(worker_id: int) -> None:
-    """Give each worker's dataset copy its own Generator, seeded from the loader's generator."""
+    """Give each worker's dataset copy its own Generator, seeded from the loader's generator (our loaders'
+    `EpochItem`s reseed it at each epoch's first item; a DDP rank's loader keeps this one); no cv2 threads."""
     info = get_worker_info()
     info.dataset.rng = np.random.default_rng(info.seed)
     cv2.setNumThreads(0)
