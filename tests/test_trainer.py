@@ -319,6 +319,7 @@ def test_a_run_resumed_after_a_time_budget_re_plan_keeps_the_re_planned_schedule
     [
         (["--data", "missing.yaml"], "missing.yaml"),
         (["--data", "DATA", "--imgsz", "100"], "multiple of 32"),
+        (["--data", "DATA", "--imgsz", "32", "--batch", "1"], "at least 64 to train"),
         (["--data", "DATA", "--weights", "nowhere.pt"], "nowhere.pt: no such weights file"),
         (["--data", "DATA", "--strategy", "bogus"], "unknown strategy 'bogus'"),
         (["--resume", "OUT"], "not a run folder to resume"),

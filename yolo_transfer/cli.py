@@ -61,7 +61,7 @@ def _add_run_dir_args(p: argparse.ArgumentParser, command: str) -> None:
 
 
 def _add_common_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--imgsz", type=int, default=640, help="image size (multiple of 32)")
+    p.add_argument("--imgsz", type=int, default=640, help="image size (a multiple of 32, at least 64)")
     p.add_argument("--batch", type=int, default=16, help="batch size")
     p.add_argument("--hyp", default="low", help="hyperparameters: none|low|med|high|FILE.yaml")
     p.add_argument("--optimizer", choices=["SGD", "Adam", "AdamW"], default="SGD", help="optimizer")

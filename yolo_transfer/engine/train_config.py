@@ -15,6 +15,8 @@ from yolo_transfer.option_checks import require_weights_file
 from yolo_transfer.strategies import Strategy
 from yolo_transfer.strategies.phase import strategy_from_dict
 
+MIN_TRAIN_IMGSZ = 64  # twice the largest stride, as yolov5's train.py floors it
+
 
 @dataclass
 class TrainConfig:
@@ -56,9 +58,10 @@ def check_config(config: TrainConfig, resume: bool) -> None:
     """One clear ConfigError for settings that cannot work, before anything heavy is loaded."""
     if config.epochs < 1:
         raise ConfigError(f"--epochs must be >= 1, got {config.epochs}")
-    if config.imgsz < 32 or config.imgsz % 32:
+    if config.imgsz < MIN_TRAIN_IMGSZ or config.imgsz % 32:
         raise ConfigError(
-            f"--imgsz must be a positive multiple of 32 (the largest stride), got {config.imgsz}"
+            f"--imgsz must be a positive multiple of 32 (the largest stride) and at least {MIN_TRAIN_IMGSZ} "
+            f"to train (a 1x1 grid at stride 32 leaves BatchNorm one value per channel), got {config.imgsz}"
         )
     if config.batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {config.batch}")
