@@ -1,4 +1,5 @@
-"""ComputeLoss (spec §6) against the reference fixture; gains, assignment, smoothing, nc=1 and focal loss."""
+"""ComputeLoss (spec §6) against the reference fixture; gains, assignment, smoothing, nc=1, focal loss, CIoU
+against torchvision's and the loss's host-device syncs."""
 
 import json
 
@@ -6,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torchvision.ops import sigmoid_focal_loss
+from torch.profiler import ProfilerActivity, profile
+from torchvision.ops import box_convert, complete_box_iou_loss, sigmoid_focal_loss
 
 from yolo_transfer.data import load_hyp
-from yolo_transfer.engine.loss import BCEWithFocus, ComputeLoss, scale_loss_gains
+from yolo_transfer.engine.loss import BCEWithFocus, ComputeLoss, ciou_loss, scale_loss_gains
 from yolo_transfer.models import build_model, load_model
 
 IMGSZ = 64  # grids 8, 4, 2 for the synthetic cases
@@ -124,3 +126,40 @@ def test_focal_loss_matches_torchvision_without_pos_weight():
     assert focal.item() == pytest.approx(expected.item(), rel=1e-6)
     plain = BCEWithFocus(pos_weight=1.0)(logits, target)
     assert plain.item() == pytest.approx(F.binary_cross_entropy_with_logits(logits, target).item(), rel=1e-6)
+
+
+def test_ciou_loss_matches_torchvision():
+    """Overlapping, nested, touching and disjoint boxes: values and gradients as torchvision's CIoU loss."""
+    generator = torch.Generator().manual_seed(2)
+    target = torch.rand(256, 4, generator=generator, dtype=torch.float64) * torch.tensor([4, 4, 2, 2]) + 0.05
+    pred = (target + torch.randn(256, 4, generator=generator, dtype=torch.float64) * 0.8).abs() + 0.05
+    pred[:8] = target[:8]  # identical
+    pred[8:16, 2:] = target[8:16, 2:] / 3  # nested
+    pred[16:24, 0] = target[16:24, 0] + (target[16:24, 2] + pred[16:24, 2]) / 2  # touching sides
+    pred[24:32, :2] = target[24:32, :2] + 10  # far apart
+    ours_pred, theirs_pred = pred.clone().requires_grad_(), pred.clone().requires_grad_()
+    ours = ciou_loss(ours_pred, target)
+    corners = [box_convert(boxes, "cxcywh", "xyxy") for boxes in (theirs_pred, target)]
+    theirs = complete_box_iou_loss(*corners, eps=1e-7)
+    ours.sum().backward()
+    theirs.sum().backward()
+    assert torch.allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(ours_pred.grad, theirs_pred.grad, rtol=1e-9, atol=1e-12)
+    assert (ours[24:32] > 1).all() and (ours[:8] < 1e-5).all()
+    half = ciou_loss(pred.half(), target.half())  # upcast first, as torchvision's box losses
+    assert half.dtype == torch.float32
+
+
+def test_loss_waits_for_the_device_once_per_step(three_class_model):
+    """No boolean masks in the loss or its backward: one nonzero (the assignment's kept rows) in all, where
+    each is a host-device sync on a GPU (torchvision's CIoU alone took ten per level)."""
+    model = three_class_model
+    preds = raw_predictions(model, batch_size=4)
+    targets = torch.cat([TARGETS, TARGETS + torch.tensor([2, 0, 0.05, 0.1, 0, 0])])
+    compute_loss = ComputeLoss(model, scale_loss_gains(load_hyp("low"), 3, 3, IMGSZ))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        loss, _ = compute_loss(preds, targets)
+        loss.backward()
+    ops = [event.name for event in prof.events()]
+    assert ops.count("aten::nonzero") == 1
+    assert all(len(level[0]) for level in compute_loss.build_targets(preds, targets))  # every level trains

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_convert, complete_box_iou_loss
 
 NEIGHBOUR_OFFSET = 0.5  # a target also trains the neighbour cells it lies within half a cell of
 # (dx, dy) subtracted from a target centre: own cell, then left, up, right and down neighbours
@@ -78,6 +77,8 @@ class ComputeLoss:
         smoothing = hyp.get("label_smoothing", 0.0)
         self.cls_positive, self.cls_negative = 1.0 - 0.5 * smoothing, 0.5 * smoothing
         self.balance = level_balance(self.nl)
+        self.cell_offsets = CELL_OFFSETS.to(device)
+        self._grids: dict[tuple, tuple[Tensor, Tensor]] = {}  # see _grid_constants
 
     def __call__(self, preds: list[Tensor], targets: Tensor) -> tuple[Tensor, Tensor]:
         device = preds[0].device
@@ -85,18 +86,23 @@ class ComputeLoss:
         lbox, lobj, lcls = (torch.zeros(1, device=device) for _ in range(3))
         for level, (pred, assigned) in enumerate(zip(preds, self.build_targets(preds, targets), strict=True)):
             image, anchor, cell_y, cell_x, target_box, target_cls = assigned
+            _, na, ny, nx, no = pred.shape
             target_obj = torch.zeros(pred.shape[:4], dtype=pred.dtype, device=device)
             if len(image):
-                pxy, pwh, _, pcls = pred[image, anchor, cell_y, cell_x].split((2, 2, 1, self.nc), dim=1)
+                cells = ((image * na + anchor) * ny + cell_y) * nx + cell_x  # into (bs * na * ny * nx)
+                # index_select: its backward adds into one gradient tensor, without the sort that
+                # advanced indexing's backward runs on CUDA
+                picked = pred.reshape(-1, no).index_select(0, cells)
+                pxy, pwh, _, pcls = picked.split((2, 2, 1, self.nc), dim=1)
                 pxy = pxy.sigmoid() * 2 - 0.5
                 pwh = (pwh.sigmoid() * 2) ** 2 * self.anchors[level][anchor]
                 box_loss = ciou_loss(torch.cat((pxy, pwh), 1), target_box)
                 lbox += box_loss.mean()
                 ciou = (1.0 - box_loss).detach().clamp(0)  # objectness target at the positive cells
-                target_obj[image, anchor, cell_y, cell_x] = ciou.to(target_obj.dtype)
+                target_obj.view(-1)[cells] = ciou.to(target_obj.dtype)
                 if self.nc > 1:  # one class: objectness alone decides
                     cls_target = torch.full_like(pcls, self.cls_negative)
-                    cls_target[torch.arange(len(image), device=device), target_cls] = self.cls_positive
+                    cls_target.scatter_(1, target_cls.unsqueeze(1), self.cls_positive)
                     lcls += self.bce_cls(pcls, cls_target)
             lobj += self.bce_obj(pred[..., 4], target_obj) * self.balance[level]
 
@@ -110,48 +116,84 @@ class ComputeLoss:
         """Assign each target to anchors whose w/h ratio is within ``anchor_t`` and to up to three cells.
 
         Returns per level ``(image, anchor, cell_y, cell_x, box, cls)``: ``box`` is xywh in grid units with
-        xy relative to the assigned cell (in (-0.5, 1.5)).
+        xy relative to the assigned cell (in (-0.5, 1.5)). Rows are ordered by cell offset (own cell, then
+        the left, up, right and down neighbours), anchor and target. All levels are assigned at once, so
+        the host waits for the device twice (the kept rows, their count per level), not twice per level.
         """
-        device = targets.device
+        device, dtype = targets.device, targets.dtype
+        gains, grid_sizes = self._grid_constants(preds, dtype, device)
         num_targets = targets.shape[0]
-        anchor_index = torch.arange(self.na, device=device, dtype=targets.dtype)
-        # (na, nt, 7): every target once per anchor, the anchor index appended
+        anchor_index = torch.arange(self.na, device=device, dtype=dtype)
+        # (na, nt, 7): every target once per anchor, the anchor index appended; (nl, na, nt, 7) in grid units
         per_anchor = torch.cat(
             (targets.expand(self.na, -1, -1), anchor_index.view(-1, 1, 1).expand(-1, num_targets, 1)), 2
         )
-        offsets_table = CELL_OFFSETS.to(device=device, dtype=targets.dtype)
-        assigned = []
-        for level, pred in enumerate(preds):
-            grid_h, grid_w = pred.shape[2:4]
-            to_grid = torch.tensor([1, 1, grid_w, grid_h, grid_w, grid_h, 1], device=device)
-            t = per_anchor * to_grid.to(targets.dtype)
-            anchors = self.anchors[level]
+        t = per_anchor * gains[:, None, None]
 
-            ratio = t[..., 4:6] / anchors[:, None]
-            shape_match = torch.max(ratio, 1 / ratio).max(2).values < self.anchor_t
-            t = t[shape_match]
+        ratio = t[..., 4:6] / self.anchors[:, :, None]
+        shape_match = torch.max(ratio, 1 / ratio).max(3).values < self.anchor_t  # (nl, na, nt)
 
-            centre = t[:, 2:4]
-            centre_from_far_edge = torch.tensor([grid_w, grid_h], device=device, dtype=t.dtype) - centre
-            near_low = ((centre % 1 < NEIGHBOUR_OFFSET) & (centre > 1)).T
-            near_high = ((centre_from_far_edge % 1 < NEIGHBOUR_OFFSET) & (centre_from_far_edge > 1)).T
-            own = torch.ones_like(near_low[0])
-            use_cell = torch.stack((own, near_low[0], near_low[1], near_high[0], near_high[1]))
-            t = t.expand(5, -1, -1)[use_cell]
-            offsets = offsets_table[:, None].expand(-1, len(centre), -1)[use_cell]
+        centre = t[..., 2:4]
+        centre_from_far_edge = grid_sizes[:, None, None] - centre
+        near_low = (centre % 1 < NEIGHBOUR_OFFSET) & (centre > 1)
+        near_high = (centre_from_far_edge % 1 < NEIGHBOUR_OFFSET) & (centre_from_far_edge > 1)
+        use_cell = torch.stack(
+            (shape_match, near_low[..., 0], near_low[..., 1], near_high[..., 0], near_high[..., 1]), 1
+        )  # (nl, 5, na, nt): a neighbour only for an anchor that matches
+        use_cell[:, 1:] &= shape_match[:, None]
+        level, offset, anchor, target = use_cell.nonzero().unbind(1)  # ordered by level first
+        counts = torch.bincount(level, minlength=self.nl).tolist()
 
-            centre, wh = t[:, 2:4], t[:, 4:6]
-            cell = (centre - offsets).long()
-            cell[:, 0].clamp_(0, grid_w - 1)
-            cell[:, 1].clamp_(0, grid_h - 1)
-            image, cls, anchor = t[:, 0].long(), t[:, 1].long(), t[:, 6].long()
-            box = torch.cat((centre - cell, wh), 1)
-            assigned.append((image, anchor, cell[:, 1], cell[:, 0], box, cls))
-        return assigned
+        rows = t[level, anchor, target]
+        centre, wh = rows[:, 2:4], rows[:, 4:6]
+        cell = (centre - self.cell_offsets[offset]).long()
+        cell = torch.minimum(cell.clamp_(min=0), grid_sizes.long()[level] - 1)
+        image, cls = rows[:, 0].long(), rows[:, 1].long()
+        box = torch.cat((centre - cell, wh), 1)
+        per_level = (image.split(counts), anchor.split(counts), cell[:, 1].split(counts))
+        per_level += (cell[:, 0].split(counts), box.split(counts), cls.split(counts))
+        return list(zip(*per_level, strict=True))
+
+    def _grid_constants(self, preds: list[Tensor], dtype: torch.dtype, device: torch.device):
+        """Per level: the row gains from normalised to grid units, ``(nl, 7)``, and ``(grid_w, grid_h)``,
+        ``(nl, 2)``; made on the host once per set of grid shapes, not copied to the device every step."""
+        key = (tuple(tuple(pred.shape[2:4]) for pred in preds), dtype, device)
+        if key not in self._grids:
+            sizes = torch.tensor([[w, h] for h, w in key[0]], dtype=dtype)
+            gains = torch.ones(len(preds), 7, dtype=dtype)
+            gains[:, 2:6] = sizes.repeat(1, 2)
+            self._grids[key] = gains.to(device), sizes.to(device)
+        return self._grids[key]
 
 
-def ciou_loss(pred_xywh: Tensor, target_xywh: Tensor) -> Tensor:
-    """Per-box 1 − CIoU (eps 1e-7, α without gradient), as torchvision computes it on corner boxes."""
-    return complete_box_iou_loss(
-        box_convert(pred_xywh, "cxcywh", "xyxy"), box_convert(target_xywh, "cxcywh", "xyxy"), eps=1e-7
-    )
+def ciou_loss(pred_xywh: Tensor, target_xywh: Tensor, eps: float = 1e-7) -> Tensor:
+    """Per-box 1 − CIoU (α without gradient): torchvision's ``complete_box_iou_loss`` on the corner boxes,
+    term for term, but with the intersection's sides clamped at zero as the reference computes them, where
+    torchvision selects the overlapping boxes by boolean masks: a host-device sync for each of five masks
+    forward and as many backward, on a GPU for every level of every training step."""
+    x1, y1, x2, y2 = _corners(pred_xywh)
+    x1g, y1g, x2g, y2g = _corners(target_xywh)
+    intersection = (torch.min(x2, x2g) - torch.max(x1, x1g)).clamp(0) * (
+        torch.min(y2, y2g) - torch.max(y1, y1g)
+    ).clamp(0)
+    w_pred, h_pred, w_gt, h_gt = x2 - x1, y2 - y1, x2g - x1g, y2g - y1g
+    union = w_pred * h_pred + w_gt * h_gt - intersection
+    iou = intersection / (union + eps)
+    diagonal_squared = (torch.max(x2, x2g) - torch.min(x1, x1g)) ** 2 + (
+        torch.max(y2, y2g) - torch.min(y1, y1g)
+    ) ** 2
+    centres_squared = ((x2 + x1) / 2 - (x1g + x2g) / 2) ** 2 + ((y2 + y1) / 2 - (y1g + y2g) / 2) ** 2
+    diou_loss = 1 - iou + centres_squared / (diagonal_squared + eps)
+    v = (4 / (torch.pi**2)) * torch.pow(torch.atan(w_gt / h_gt) - torch.atan(w_pred / h_pred), 2)
+    with torch.no_grad():
+        alpha = v / (1 - iou + v + eps)
+    return diou_loss + alpha * v
+
+
+def _corners(xywh: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """x1, y1, x2, y2 of centre-size boxes as torchvision's ``box_convert`` computes them, half precision
+    upcast first (as its box losses do: the products overflow)."""
+    if xywh.dtype not in (torch.float32, torch.float64):
+        xywh = xywh.float()
+    cx, cy, w, h = xywh.unbind(-1)
+    return cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h
