@@ -150,7 +150,7 @@ def test_ciou_loss_matches_torchvision():
     assert half.dtype == torch.float32
 
 
-def test_loss_waits_for_the_device_once_per_step(three_class_model):
+def test_loss_and_its_backward_call_nonzero_once(three_class_model):
     """No boolean masks in the loss or its backward: one nonzero (the assignment's kept rows) in all, where
     each is a host-device sync on a GPU (torchvision's CIoU alone took ten per level)."""
     model = three_class_model
