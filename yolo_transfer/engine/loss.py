@@ -170,30 +170,31 @@ def ciou_loss(pred_xywh: Tensor, target_xywh: Tensor, eps: float = 1e-7) -> Tens
     """Per-box 1 − CIoU (α without gradient): torchvision's ``complete_box_iou_loss`` on the corner boxes,
     term for term, but with the intersection's sides clamped at zero as the reference computes them, where
     torchvision selects the overlapping boxes by boolean masks: a host-device sync for each of five masks
-    forward and as many backward, on a GPU for every level of every training step."""
-    x1, y1, x2, y2 = _corners(pred_xywh)
-    x1g, y1g, x2g, y2g = _corners(target_xywh)
-    intersection = (torch.min(x2, x2g) - torch.max(x1, x1g)).clamp(0) * (
-        torch.min(y2, y2g) - torch.max(y1, y1g)
-    ).clamp(0)
-    w_pred, h_pred, w_gt, h_gt = x2 - x1, y2 - y1, x2g - x1g, y2g - y1g
-    union = w_pred * h_pred + w_gt * h_gt - intersection
+    forward and as many backward, on a GPU for every level of every training step. x and y go through each
+    operation together, as ``(N, 2)`` pairs: half the kernels, each term computed as before."""
+    low, high, size = _corners(pred_xywh)
+    low_gt, high_gt, size_gt = _corners(target_xywh)
+    overlap = (torch.min(high, high_gt) - torch.max(low, low_gt)).clamp(0)
+    intersection = overlap[:, 0] * overlap[:, 1]
+    union = size[:, 0] * size[:, 1] + size_gt[:, 0] * size_gt[:, 1] - intersection
     iou = intersection / (union + eps)
-    diagonal_squared = (torch.max(x2, x2g) - torch.min(x1, x1g)) ** 2 + (
-        torch.max(y2, y2g) - torch.min(y1, y1g)
-    ) ** 2
-    centres_squared = ((x2 + x1) / 2 - (x1g + x2g) / 2) ** 2 + ((y2 + y1) / 2 - (y1g + y2g) / 2) ** 2
-    diou_loss = 1 - iou + centres_squared / (diagonal_squared + eps)
-    v = (4 / (torch.pi**2)) * torch.pow(torch.atan(w_gt / h_gt) - torch.atan(w_pred / h_pred), 2)
+    enclosing = (torch.max(high, high_gt) - torch.min(low, low_gt)) ** 2
+    centres = ((high + low) / 2 - (low_gt + high_gt) / 2) ** 2
+    diou_loss = 1 - iou + (centres[:, 0] + centres[:, 1]) / (enclosing[:, 0] + enclosing[:, 1] + eps)
+    v = (4 / (torch.pi**2)) * torch.pow(
+        torch.atan(size_gt[:, 0] / size_gt[:, 1]) - torch.atan(size[:, 0] / size[:, 1]), 2
+    )
     with torch.no_grad():
         alpha = v / (1 - iou + v + eps)
     return diou_loss + alpha * v
 
 
-def _corners(xywh: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """x1, y1, x2, y2 of centre-size boxes as torchvision's ``box_convert`` computes them, half precision
-    upcast first (as its box losses do: the products overflow)."""
+def _corners(xywh: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Top-left and bottom-right corners ``(N, 2)`` of centre-size boxes as torchvision's ``box_convert``
+    computes them, and the sizes between them; half precision upcast first (as torchvision's box losses do:
+    the products overflow)."""
     if xywh.dtype not in (torch.float32, torch.float64):
         xywh = xywh.float()
-    cx, cy, w, h = xywh.unbind(-1)
-    return cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h
+    centre, size = xywh[:, :2], xywh[:, 2:4]
+    low, high = centre - 0.5 * size, centre + 0.5 * size
+    return low, high, high - low
