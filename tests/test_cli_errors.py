@@ -152,6 +152,7 @@ BAD_INPUTS = [
     ["advise", "--data", "DATA", "--weights", "W", "--budget", "bogus"],
     ["advise", "--data", "DATA", "--weights", "W", "--target-map", "2"],
     ["advise", "--data", "DATA", "--weights", "W", "--imgsz", "100000"],
+    ["advise", "--data", "DATA", "--weights", "W", "--imgsz", "32"],
     ["strategies", "--bogus"],
 ]
 

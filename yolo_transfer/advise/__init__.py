@@ -19,6 +19,7 @@ from rich.console import Console
 from yolo_transfer.advise.rules import NOTES, Profile, recommend
 from yolo_transfer.callable_module import ApiSubpackage
 from yolo_transfer.engine.budget import Budget, epochs_for_images, parse_budget
+from yolo_transfer.engine.train_config import check_train_imgsz
 from yolo_transfer.engine.train_progress import counting_bars
 from yolo_transfer.errors import ConfigError
 
@@ -58,8 +59,7 @@ def advise(
     seconds = {}
     if max_images < 1:
         raise ConfigError(f"--max-images must be >= 1, got {max_images}")
-    if imgsz < 32 or imgsz % 32:
-        raise ConfigError(f"--imgsz must be a positive multiple of 32, got {imgsz}")
+    check_train_imgsz(imgsz)  # the recommended command trains at this size
     parsed = parse_budget(budget) if budget else None
     dataset = load_dataset(data)
     model, metadata = load_model(weights)

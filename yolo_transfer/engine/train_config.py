@@ -54,15 +54,20 @@ class TrainConfig:
         return {**dataclasses.asdict(self), "out": str(self.out)}
 
 
+def check_train_imgsz(imgsz: int) -> None:
+    """A ConfigError unless ``imgsz`` is a size training can run at (train, compare and advise's command)."""
+    if imgsz < MIN_TRAIN_IMGSZ or imgsz % 32:
+        raise ConfigError(
+            f"--imgsz must be a positive multiple of 32 (the largest stride) and at least {MIN_TRAIN_IMGSZ} "
+            f"to train (a 1x1 grid at stride 32 leaves BatchNorm one value per channel), got {imgsz}"
+        )
+
+
 def check_config(config: TrainConfig, resume: bool) -> None:
     """One clear ConfigError for settings that cannot work, before anything heavy is loaded."""
     if config.epochs < 1:
         raise ConfigError(f"--epochs must be >= 1, got {config.epochs}")
-    if config.imgsz < MIN_TRAIN_IMGSZ or config.imgsz % 32:
-        raise ConfigError(
-            f"--imgsz must be a positive multiple of 32 (the largest stride) and at least {MIN_TRAIN_IMGSZ} "
-            f"to train (a 1x1 grid at stride 32 leaves BatchNorm one value per channel), got {config.imgsz}"
-        )
+    check_train_imgsz(config.imgsz)
     if config.batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {config.batch}")
     if (config.workers is not None and config.workers < 0) or config.patience < 0:
