@@ -171,7 +171,7 @@ def ciou_loss(pred_xywh: Tensor, target_xywh: Tensor, eps: float = 1e-7) -> Tens
     term for term, but with the intersection's sides clamped at zero as the reference computes them, where
     torchvision selects the overlapping boxes by boolean masks: a host-device sync for each of five masks
     forward and as many backward, on a GPU for every level of every training step. x and y go through each
-    operation together, as ``(N, 2)`` pairs: half the kernels, each term computed as before."""
+    operation together, as ``(N, 2)`` pairs: fewer kernels, each term computed as before."""
     low, high, size = _corners(pred_xywh)
     low_gt, high_gt, size_gt = _corners(target_xywh)
     overlap = (torch.min(high, high_gt) - torch.max(low, low_gt)).clamp(0)
