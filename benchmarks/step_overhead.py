@@ -123,7 +123,15 @@ def measure(args: argparse.Namespace, imgsz: int, batch: int, device: torch.devi
     return row
 
 
-def graphed_steps(model, start_state, images, bare, with_loss, device, iters: int) -> dict[str, str]:
+def graphed_steps(
+    model: torch.nn.Module,
+    start_state: dict[str, torch.Tensor],
+    images: torch.Tensor,
+    bare: Callable[..., None],
+    with_loss: Callable[..., torch.Tensor],
+    device: torch.device,
+    iters: int,
+) -> dict[str, str]:
     """The two steps with the model replayed from CUDA graphs, and the first graphed step's loss and
     gradients against an eager step's from the same weights (on CUDA only)."""
     if device.type != "cuda":

@@ -244,7 +244,7 @@ def _ended_here(owner: dict) -> bool:
     except ProcessLookupError:
         return True
     except PermissionError:  # alive, another user's
-        return False
+        pass
     return False
 
 
