@@ -8,8 +8,10 @@ from rich.console import Console
 
 import yolo_transfer.advise as advise_package
 from yolo_transfer.advise import advise
+from yolo_transfer.advise.report import compute_table
 from yolo_transfer.cli import main
 from yolo_transfer.data.synthetic import make_domain
+from yolo_transfer.engine.budget import parse_budget
 
 DEMO = Path(__file__).resolve().parents[1] / "yolo_transfer" / "assets" / "demo_yolov5n_source.safetensors"
 SMALL = ["--imgsz", "64", "--max-images", "8", "--device", "cpu"]
@@ -66,8 +68,14 @@ def test_advise_shows_bars_for_images_measured_and_strategies_timed(data, monkey
     assert "TimeRemainingColumn" in columns and "MofNCompleteColumn" in columns
 
 
-def test_reapply_rules_recommends_from_saved_measurements_without_measuring_again(data, monkeypatch):
-    saved = json.loads(json.dumps(advise(data, DEMO, imgsz=64, max_images=8, budget="time=1")))
+@pytest.fixture(scope="module")
+def timed_advice(data) -> str:
+    """advise.json's text for a 1-minute budget."""
+    return json.dumps(advise(data, DEMO, imgsz=64, max_images=8, budget="time=1"))
+
+
+def test_reapply_rules_recommends_from_saved_measurements_without_measuring_again(timed_advice, monkeypatch):
+    saved = json.loads(timed_advice)
     monkeypatch.setattr(advise_package, "advise", None)  # nothing is measured again
     again = advise_package.reapply_rules(saved)
     assert again["recommendation"] == saved["recommendation"] and again["notes"] == saved["notes"]
@@ -82,6 +90,23 @@ def test_reapply_rules_recommends_from_saved_measurements_without_measuring_agai
     assert bound["strategy"] == "freeze"
     assert bound["reasons"]["strategy"]["rule"].startswith("time budget fits <= 10 epochs of full FT")
     assert not roomy["reasons"]["strategy"]["rule"].startswith("time budget fits")
+    staged = saved["compute"]["strategies"]["staged"]
+    assert staged["phases_fit"] in (1, 2) and len(staged["phase_epoch_s"]) == 2
+
+
+def test_a_strategy_whose_time_plan_leaves_phases_out_is_not_what_the_budget_fits(timed_advice):
+    saved = json.loads(timed_advice)
+    saved["compute"]["strategies"]["staged"] |= {"epochs_fit": 12, "phases_fit": 1}
+    budget = parse_budget("time=1")
+    assert "staged" not in advise_package._profile(saved, budget).epochs_fit
+    assert "full" in advise_package._profile(saved, budget).epochs_fit
+    console = Console(width=200, record=True)
+    console.print(compute_table(saved))
+    assert "12 (first 1 of 2 phases)" in console.export_text()
+    saved["compute"]["strategies"]["staged"]["phases_fit"] = 2
+    assert advise_package._profile(saved, budget).epochs_fit["staged"] == 12
+    del saved["compute"]["strategies"]["staged"]["phases_fit"]  # saved before plans could leave phases out
+    assert advise_package._profile(saved, budget).epochs_fit["staged"] == 12
 
 
 def test_reapply_rules_reads_the_model_size_from_the_checkpoint_for_older_files(data):

@@ -11,7 +11,14 @@ import torch
 from rich.console import Console
 
 from yolo_transfer.cli import main
-from yolo_transfer.compare.runner import RunSpec, in_fresh_process, plan_epochs, run_all, write_time_plans
+from yolo_transfer.compare.runner import (
+    RunSpec,
+    _train,
+    in_fresh_process,
+    plan_epochs,
+    run_all,
+    write_time_plans,
+)
 from yolo_transfer.data import load_dataset, load_hyp
 from yolo_transfer.data.synthetic import make_domain
 from yolo_transfer.engine.budget import epochs_within, parse_budget, schedule_seconds, time_fitted_length
@@ -38,6 +45,22 @@ def test_epochs_within_a_time_budget():
     assert schedule_seconds(resolve_two(100), [6.0, 10.0], 100) == 50 * 6 + 50 * 10
     assert epochs_within(resolve_two, [6.0, 10.0], budget_s=800) == 100
     assert epochs_within(resolve_two, [6.0, 10.0], budget_s=87) == 11  # 6 * 6 + 5 * 10 = 86
+
+
+def test_a_time_budget_too_short_for_staged_unfreezing_is_spent_frozen():
+    # an epoch of 100 images: 1 s with the backbone frozen, 2 s with every module training
+    model = build_model("yolov5n", nc=1)
+    step_s = {tuple(range(25)): 0.02, tuple(range(10, 25)): 0.01, (24,): 0.005}
+    costs = CostModel(n_train=100, n_val=0, load_s=0.0, val_s=0.0, step_s=step_s, batch=10)
+    # 24.3 s planned: staged fits 14 epochs, 4 frozen + 10 unfrozen (4 + 20 = 24 s), its min_epochs: both
+    assert costs.time_plan("staged", model, 27) == (14, 2)
+    # 22.5 s: 13 epochs would leave the unfrozen phase 9 < 10, so the frozen phase takes the time
+    assert costs.time_plan("staged", model, 25) == (22, 1)
+    assert costs.time_plan("freeze", model, 25) == (22, 1)  # what freeze plans: the same schedule
+    assert costs.time_plan("full", model, 25) == (11, 1)
+    assert costs.time_plan("gradual", model, 25)[1] == 3  # no min_epochs: every phase, however short
+    assert costs.mean_epoch_seconds("staged", model, phases=1) == pytest.approx(1.0)
+    assert costs.mean_epoch_seconds("staged", model) == pytest.approx(0.3 * 1.0 + 0.7 * 2.0)
 
 
 def test_a_phase_slower_than_its_plan_is_fitted_to_the_time_left():
@@ -282,7 +305,7 @@ def test_a_time_budget_plans_every_run_from_one_measurement(tiny, tmp_path, monk
     planned = write_time_plans(specs)
     assert measured == [["full", "freeze"]]  # one measurement, both strategies' steps interleaved
     plans = {spec.run_dir.name: json.loads((spec.run_dir / "plan.json").read_text()) for spec in specs}
-    assert planned == {"full": plans["full-s0"]["epochs"], "freeze": plans["freeze-s0"]["epochs"]}
+    assert planned == {"full": str(plans["full-s0"]["epochs"]), "freeze": str(plans["freeze-s0"]["epochs"])}
     for entry in ("full", "freeze"):  # every seed trains the same epochs
         assert plans[f"{entry}-s0"] == plans[f"{entry}-s1"]
     assert len({json.dumps(plan["probe"]["train_s_per_image"]) for plan in plans.values()}) == 1
@@ -293,6 +316,36 @@ def test_a_time_budget_plans_every_run_from_one_measurement(tiny, tmp_path, monk
     assert write_time_plans(specs) == {} and len(measured) == 1  # a fixed plan is never measured again
     alone = dataclasses.replace(specs[0], run_dir=tmp_path / "alone")
     assert plan_epochs(alone)["probe"]["epochs"] >= 1 and measured[-1] == ["full"]  # a run on its own
+
+
+def test_a_plan_without_the_last_phase_is_kept_and_trained_that_way(tmp_path, monkeypatch):
+    options = {"imgsz": 128, "batch": 8, "hyp": "low", "device": "cpu", "workers": 0, "cache": None,
+               "val_fraction": 0.2, "split_seed": 0}  # fmt: skip
+    specs = [
+        RunSpec(name, name, 0, tmp_path / f"{name}-s0", "d", "w", parse_budget("time=1"), 24, options)
+        for name in ("staged", "full")
+    ]  # fmt: skip
+    plans = {"staged": (12, {"phases": 1}), "full": (7, {"phases": 1})}
+    monkeypatch.setattr("yolo_transfer.engine.cost.epochs_for_time", lambda strategies, *a, **k: plans)
+    assert write_time_plans(specs) == {
+        "staged": "12 ('frozen-backbone' only: 'all' would get fewer than its min_epochs 10)",
+        "full": "7",
+    }
+    assert json.loads((tmp_path / "staged-s0" / "plan.json").read_text())["phases"] == 1
+    trained = []
+
+    def recording(config, strategy, resume):
+        trained.append((config.epochs, strategy))
+
+    monkeypatch.setattr("yolo_transfer.engine.trainer.train", recording)
+    _train(specs[0])
+    ((epochs, strategy),) = trained
+    assert epochs == 12 and [(p.name, p.epochs, p.plateau) for p in strategy.phases] == [
+        ("frozen-backbone", None, None)
+    ]
+    (tmp_path / "staged-s0" / "plan.json").write_text('{"epochs": 12}')  # a plan from before phases were kept
+    _train(specs[0])
+    assert [phase.name for phase in trained[-1][1].phases] == ["frozen-backbone", "all"]
 
 
 def test_only_runs_that_go_one_at_a_time_on_one_device_are_planned_before_they_start(monkeypatch, tmp_path):

@@ -24,6 +24,7 @@ from yolo_transfer.strategies import builtin_path, list_strategies, load_strateg
 from yolo_transfer.strategies.phase import (
     Phase,
     Strategy,
+    last_phase_epochs,
     read_strategy,
     resolve_phase_lengths,
     write_strategy,
@@ -102,6 +103,27 @@ def test_phase_lengths_resolve_against_the_budget() -> None:
         load_strategy("gradual", epochs=2)
 
 
+def test_a_plan_may_keep_the_leading_phases_the_last_of_them_running_to_the_end() -> None:
+    staged = load_strategy("staged", epochs=13)
+    assert staged.phases[1].min_epochs == 10 and last_phase_epochs(staged, 13) == 9  # 13 - round(3.9)
+    assert last_phase_epochs(load_strategy("staged", epochs=14), 14) == 10
+    frozen_only = load_strategy("staged", epochs=13, phases=1)
+    (frozen,) = frozen_only.phases
+    assert (frozen.epochs, frozen.plateau) == (None, None)  # no plateau ends it: it runs the whole budget
+    assert dataclasses.replace(frozen, plateau=staged.phases[0].plateau) == staged.phases[0]
+    freeze = load_strategy("freeze", epochs=13)  # what it trains is freeze's schedule, setting for setting
+    assert (frozen_only.phases, frozen_only.head, frozen_only.l2sp) == (
+        freeze.phases,
+        freeze.head,
+        freeze.l2sp,
+    )
+    assert load_strategy("staged", epochs=13, phases=2) == staged
+    gradual = load_strategy("gradual", epochs=10, phases=2).phases
+    assert [phase.epochs for phase in gradual] == [2, None]
+    with pytest.raises(ConfigError, match="has 2 phases, not 3"):
+        load_strategy("staged", epochs=13, phases=3)
+
+
 def test_unknown_strategy_and_missing_file(tmp_path) -> None:
     with pytest.raises(ConfigError, match="unknown strategy 'nope'.*full"):
         load_strategy("nope", epochs=10)
@@ -132,6 +154,9 @@ def test_unknown_strategy_and_missing_file(tmp_path) -> None:
         ("name: x\nphases:\n  - {name: a, epochs: 1}\n  - {name: a}\n", "phase names must be unique"),
         ("name: x\nl2sp: -0.1\nphases:\n  - {name: a}\n", "l2sp must be a number >= 0"),
         ("name: x\nphases: [\n", "not valid YAML"),
+        ("name: x\nphases:\n  - {name: a, epochs: 1}\n  - {name: b, min_epochs: 0}\n", "min_epochs must be"),
+        ("name: x\nphases:\n  - {name: a, epochs: 1, min_epochs: 2}\n  - {name: b}\n", "only the last phase"),
+        ("name: x\nphases:\n  - {name: a, min_epochs: 2}\n", "min_epochs needs phases before"),
     ],
 )
 def test_invalid_strategy_files_name_the_file_and_reason(tmp_path, text: str, reason: str) -> None:

@@ -134,8 +134,8 @@ def _advice(measured: dict) -> dict:
 
 
 def _time_strategies(model, dataset, imgsz: int, device: str, budget_s: float | None, on_step) -> dict:
-    """Seconds per epoch of every built-in strategy (and the epochs within ``budget_s``), measured here with
-    the cost model ``compare`` uses for time budgets (engine/cost.py); ``on_step(done, total)``."""
+    """Seconds per epoch of every built-in strategy (and the epochs and phases within ``budget_s``), measured
+    here with the cost model ``compare`` uses for time budgets (engine/cost.py); ``on_step(done, total)``."""
     from yolo_transfer.data import load_hyp
     from yolo_transfer.engine.cost import NOMINAL_EPOCHS, measure_costs
     from yolo_transfer.strategies import list_strategies, load_strategy
@@ -154,7 +154,7 @@ def _time_strategies(model, dataset, imgsz: int, device: str, budget_s: float | 
             "epoch_s": costs.mean_epoch_seconds(name, adapted),
         }
         if budget_s is not None:
-            entry["epochs_fit"] = costs.epochs_within(name, adapted, budget_s)
+            entry["epochs_fit"], entry["phases_fit"] = costs.time_plan(name, adapted, budget_s)
         strategies[name] = entry
     return {"strategies": strategies, **costs.to_dict(), "budget_s": budget_s}
 
@@ -183,7 +183,8 @@ def _profile(measured: dict, budget: Budget | None) -> Profile:
     epochs_fit = None
     if budget is not None and budget.kind == "time":
         strategies = measured["compute"]["strategies"]
-        epochs_fit = {name: entry["epochs_fit"] for name, entry in strategies.items()}
+        fitting = {name: entry for name, entry in strategies.items() if _all_phases_fit(entry)}
+        epochs_fit = {name: entry["epochs_fit"] for name, entry in fitting.items()}
     shift = measured["shift"]
     return Profile(
         images=scale["images"],
@@ -206,6 +207,12 @@ def _profile(measured: dict, budget: Budget | None) -> Profile:
         epochs_fit=epochs_fit,
         target_map=settings.get("target_map"),
     )
+
+
+def _all_phases_fit(entry: dict) -> bool:
+    """The time budget's plan of a strategy runs all its phases (one too short for its last phase's
+    ``min_epochs`` runs those before it: that strategy is not what the budget fits)."""
+    return entry.get("phases_fit", len(entry["phase_epoch_s"])) == len(entry["phase_epoch_s"])
 
 
 def _model_size(metadata: dict) -> str:

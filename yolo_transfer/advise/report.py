@@ -88,7 +88,10 @@ def compute_table(result: dict) -> Table | None:
     for name, entry in compute["strategies"].items():
         row = [name, f"{entry['epoch_s']:.1f}"]
         if budget_s is not None:
-            row.append(str(entry["epochs_fit"]))
+            phases = len(entry["phase_epoch_s"])
+            fit = entry.get("phases_fit", phases)
+            only = f" (first {fit} of {phases} phases)" if fit < phases else ""
+            row.append(f"{entry['epochs_fit']}{only}")
         table.add_row(*row)
     return table
 

@@ -3,10 +3,11 @@
 Every run trains from the same weights on the same data with the same budget, options and seed list, into
 ``OUT/runs/<strategy>-s<seed>/`` (the trainer's folder layout). A run whose ``summary.json`` exists is
 skipped; one with resume state (``weights/last.state.json``) resumes; one that raises is recorded with its
-error (traceback in ``error.txt``) while the others go on. The epoch count each run's schedule gets is fixed
-the first time it starts (``plan.json``), so a resumed run keeps its schedule; under a time budget, runs
-that go one at a time on one device are all planned from one measurement made before the first starts, in a
-process of its own (in parallel, on Ray or on several devices each run measures where it runs).
+error (traceback in ``error.txt``) while the others go on. The epoch count each run's schedule gets (under a
+time budget also the phases it runs) is fixed the first time it starts (``plan.json``), so a resumed run keeps
+its schedule; under a time budget, runs that go one at a time on one device are all planned from one
+measurement made before the first starts, in a process of its own (in parallel, on Ray or on several devices
+each run measures where it runs).
 """
 
 from __future__ import annotations
@@ -82,11 +83,11 @@ def plan_epochs(spec: RunSpec) -> dict:
     return json.loads(plan_path.read_text())
 
 
-def write_time_plans(specs: list[RunSpec]) -> dict[str, int]:
+def write_time_plans(specs: list[RunSpec]) -> dict[str, str]:
     """Fix the schedule of every time-budgeted run in ``specs`` that has none yet, from one measurement of
     all their strategies on this machine (engine/cost.py): every seed of a strategy gets the same epochs,
-    and a disturbance while timing hits every strategy alike, as in ``advise``. Returns the epochs planned,
-    by strategy label."""
+    and a disturbance while timing hits every strategy alike, as in ``advise``. Returns the schedules
+    planned, in words, by strategy label."""
     todo = _without_time_plan(specs)
     if not todo:
         return {}
@@ -102,9 +103,23 @@ def write_time_plans(specs: list[RunSpec]) -> dict[str, int]:
     )
     for spec in todo:
         epochs, probe = plans[spec.strategy]
-        plan = {"epochs": epochs, "probe": probe}
+        plan = {"epochs": epochs, "phases": probe["phases"], "probe": probe}
         write_atomic(spec.run_dir / "plan.json", json.dumps(plan, indent=2).encode())
-    return {spec.label: plans[spec.strategy][0] for spec in todo}
+    return {spec.label: _schedule_words(spec.strategy, *plans[spec.strategy]) for spec in todo}
+
+
+def _schedule_words(strategy_name: str, epochs: int, probe: dict) -> str:
+    """``12`` or, for a plan that leaves phases out, ``12 ('frozen-backbone' only: 'all' would get fewer
+    than its min_epochs 10)``."""
+    from yolo_transfer.engine.cost import NOMINAL_EPOCHS
+    from yolo_transfer.strategies import load_strategy
+
+    strategy = load_strategy(strategy_name, epochs=NOMINAL_EPOCHS)
+    if probe["phases"] == len(strategy.phases):
+        return str(epochs)
+    kept = ", ".join(f"'{phase.name}'" for phase in strategy.phases[: probe["phases"]])
+    short = strategy.phases[probe["phases"]]
+    return f"{epochs} ({kept} only: '{short.name}' would get fewer than its min_epochs {short.min_epochs})"
 
 
 def _without_time_plan(specs: list[RunSpec]) -> list[RunSpec]:
@@ -148,7 +163,7 @@ def _train(spec: RunSpec) -> None:
     if spec.threads:
         torch.set_num_threads(spec.threads)
     plan = plan_epochs(spec)
-    strategy = load_strategy(spec.strategy, epochs=plan["epochs"])
+    strategy = load_strategy(spec.strategy, epochs=plan["epochs"], phases=plan.get("phases"))
     config = TrainConfig(
         data=spec.data,
         out=spec.run_dir,
@@ -196,7 +211,7 @@ def run_all(
         if not devices and jobs == 1:  # one run at a time on one device: one measurement plans them all
             planned = in_fresh_process(write_time_plans, todo) if _without_time_plan(todo) else {}
             if planned:
-                epochs = ", ".join(f"{label} {count}" for label, count in planned.items())
+                epochs = ", ".join(f"{label} {words}" for label, words in planned.items())
                 console.print(f"epochs that fit the budget, measured once for every run: {epochs}")
         outcomes = _run_processes(todo, devices or [None] * jobs, console)
     order = {(spec.label, spec.seed): i for i, spec in enumerate(specs)}

@@ -47,6 +47,7 @@ from yolo_transfer.engine.optim import GRAD_CLIP_NORM, build_optimizer
 from yolo_transfer.engine.run_state import with_prefix, write_state
 from yolo_transfer.models.checkpoint import save_model
 from yolo_transfer.strategies import Phase, Strategy, load_strategy
+from yolo_transfer.strategies.phase import last_phase_epochs
 from yolo_transfer.strategies.trainable import apply_phase, resolve_modules
 
 NOMINAL_EPOCHS = 100  # phase fractions are resolved against this many epochs to weigh their costs
@@ -80,17 +81,27 @@ class CostModel:
         """Seconds per epoch of every phase of ``strategy``."""
         return [self.phase_epoch_seconds(_trainable(model, phase)) for phase in strategy.phases]
 
-    def epochs_within(self, strategy: str, model: nn.Module, seconds: float) -> int:
-        """The longest schedule of ``strategy`` (a name or YAML path) whose estimate fills ``PLANNED_SHARE``
-        of ``seconds``: the rest is for what the estimate leaves out (start-up, per-epoch bookkeeping, noise),
-        so the schedule ends, its LR run down, before the budget stops the run."""
-        phase_s = self.strategy_epoch_seconds(load_strategy(strategy, epochs=NOMINAL_EPOCHS), model)
-        resolve = lambda epochs: load_strategy(strategy, epochs=epochs)  # noqa: E731
-        return epochs_within(resolve, phase_s, seconds * PLANNED_SHARE)
+    def time_plan(self, strategy: str, model: nn.Module, seconds: float) -> tuple[int, int]:
+        """``(epochs, phases)``: the longest schedule of ``strategy`` (a name or YAML path) whose estimate
+        fills ``PLANNED_SHARE`` of ``seconds`` (the rest is for what the estimate leaves out: start-up,
+        per-epoch bookkeeping, noise; so the schedule ends, its LR run down, before the budget stops the run),
+        and how many of its phases it runs: all, unless that schedule leaves the last phase fewer than its
+        ``min_epochs``; then the phases before it take the whole time."""
+        nominal = load_strategy(strategy, epochs=NOMINAL_EPOCHS)
+        phase_s = self.strategy_epoch_seconds(nominal, model)
+        phases = len(nominal.phases)
+        while True:
+            resolve = lambda epochs, n=phases: load_strategy(strategy, epochs=epochs, phases=n)  # noqa: E731
+            epochs = epochs_within(resolve, phase_s[:phases], seconds * PLANNED_SHARE)
+            least = nominal.phases[phases - 1].min_epochs
+            if least is None or (epochs and last_phase_epochs(resolve(epochs), epochs) >= least):
+                return epochs, phases
+            phases -= 1
 
-    def mean_epoch_seconds(self, strategy: str, model: nn.Module) -> float:
-        """Seconds per epoch of ``strategy`` averaged over a nominal schedule (phases by their share)."""
-        resolved = load_strategy(strategy, epochs=NOMINAL_EPOCHS)
+    def mean_epoch_seconds(self, strategy: str, model: nn.Module, phases: int | None = None) -> float:
+        """Seconds per epoch of ``strategy`` (its first ``phases`` phases) averaged over a nominal schedule
+        (phases by their share)."""
+        resolved = load_strategy(strategy, epochs=NOMINAL_EPOCHS, phases=phases)
         phase_s = self.strategy_epoch_seconds(resolved, model)
         return schedule_seconds(resolved, phase_s, NOMINAL_EPOCHS) / NOMINAL_EPOCHS
 
@@ -318,7 +329,8 @@ def epochs_for_time(
     split_seed: int,
 ) -> dict[str, tuple[int, dict]]:
     """Epochs of each of ``strategies`` that fill ``seconds`` on this machine, and the measurements behind
-    them, from one measurement of all their phases (their steps interleaved, as ``advise`` times them)."""
+    them (with the phases the plan runs: ``CostModel.time_plan``), from one measurement of all their phases
+    (their steps interleaved, as ``advise`` times them)."""
     from yolo_transfer.data import load_dataset, load_hyp
     from yolo_transfer.models import load_model
 
@@ -337,7 +349,9 @@ def epochs_for_time(
     )
     plans = {}
     for strategy in strategies:
-        epochs = max(1, costs.epochs_within(strategy, model, seconds))
-        estimate = costs.mean_epoch_seconds(strategy, model)
-        plans[strategy] = (epochs, {**costs.to_dict(), "epoch_seconds_estimate": estimate, "epochs": epochs})
+        epochs, phases = costs.time_plan(strategy, model, seconds)
+        epochs = max(1, epochs)
+        estimate = costs.mean_epoch_seconds(strategy, model, phases)
+        probe = {**costs.to_dict(), "epoch_seconds_estimate": estimate, "epochs": epochs, "phases": phases}
+        plans[strategy] = (epochs, probe)
     return plans

@@ -7,7 +7,13 @@ from importlib import resources
 from pathlib import Path
 
 from yolo_transfer.errors import ConfigError
-from yolo_transfer.strategies.phase import Phase, Strategy, read_strategy, resolve_phase_lengths
+from yolo_transfer.strategies.phase import (
+    Phase,
+    Strategy,
+    leading_phases,
+    read_strategy,
+    resolve_phase_lengths,
+)
 from yolo_transfer.strategies.selection import selection_from_freeze
 
 __all__ = ["Phase", "Strategy", "builtin_path", "list_strategies", "load_strategy", "strategies_command"]
@@ -24,13 +30,18 @@ def builtin_path(name: str) -> Path:
     return Path(str(resources.files("yolo_transfer.strategies").joinpath("builtin", f"{name}.yaml")))
 
 
-def load_strategy(name_or_path: str | Path, *, epochs: int, freeze: str | None = None) -> Strategy:
+def load_strategy(
+    name_or_path: str | Path, *, epochs: int, freeze: str | None = None, phases: int | None = None
+) -> Strategy:
     """A built-in strategy by name or a strategy YAML file, with phase lengths resolved for ``epochs``.
 
     ``freeze`` (yolov5's ``--freeze N|group|indices``) sets the frozen modules of the first phase: for the
-    ``freeze`` strategy that is its only phase, for the others the phase that starts training.
+    ``freeze`` strategy that is its only phase, for the others the phase that starts training. ``phases``
+    keeps the first that many phases, as a time budget's plan may (``leading_phases``).
     """
     strategy = _read(name_or_path)
+    if phases is not None:
+        strategy = leading_phases(strategy, phases)
     if freeze is not None:
         first = dataclasses.replace(strategy.phases[0], trainable=selection_from_freeze(str(freeze)))
         strategy = dataclasses.replace(strategy, phases=[first, *strategy.phases[1:]])

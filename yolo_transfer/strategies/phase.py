@@ -11,6 +11,8 @@ Strategies are YAML files (the built-ins too)::
 
 Phase lengths may be fractions of the run's epoch budget (a float < 1); ``resolve_phase_lengths`` turns them
 into epochs. A phase with neither ``epochs`` nor ``plateau`` runs for the rest of the budget (the last phase).
+The last phase's ``min_epochs`` is for time budgets: a schedule that fits in the time but leaves that phase
+fewer epochs is planned without it (``leading_phases``), the phases before it taking the whole time.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Phase:
     warmup_modules: str = "all"  # "new": only modules the previous phase did not train re-warm
     epochs: int | float | None = None  # int epochs, or a float < 1 = fraction of the budget
     plateau: dict | None = None  # {"patience": P, "max_epochs": M, "min_delta": 0.0}
+    min_epochs: int | None = None  # last phase, time budgets: planned only if it gets this many epochs
     batch: int | str | None = None  # int or "auto"
     hyp: str | None = None  # augmentation preset (none|low|med|high|FILE.yaml)
 
@@ -86,6 +89,10 @@ class Phase:
             _check_length(where, "epochs", self.epochs)
         if self.plateau is not None:
             self._check_plateau(where)
+        if self.min_epochs is not None and (
+            isinstance(self.min_epochs, bool) or not isinstance(self.min_epochs, int) or self.min_epochs < 1
+        ):
+            raise ConfigError(f"{where}: min_epochs must be a positive whole number, got {self.min_epochs!r}")
         if self.batch not in (None, "auto") and (
             isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1
         ):
@@ -137,6 +144,15 @@ class Strategy:
                     f"strategy '{self.name}': phase '{phase.name}' needs epochs or plateau (only the last "
                     "phase may run for the rest of the budget)"
                 )
+            if phase.min_epochs is not None:
+                raise ConfigError(
+                    f"strategy '{self.name}': phase '{phase.name}' has min_epochs; only the last phase of "
+                    "several may (a time budget too short for it is spent on the phases before it)"
+                )
+        if len(self.phases) == 1 and self.phases[0].min_epochs is not None:
+            raise ConfigError(
+                f"strategy '{self.name}': min_epochs needs phases before the last one to take its time"
+            )
         _check_number(f"strategy '{self.name}'", "l2sp", self.l2sp, low=0.0, allow_low=True)
         if self.head not in HEAD_INITS:
             raise ConfigError(
@@ -267,6 +283,24 @@ def resolve_phase_lengths(strategy: Strategy, epochs: int) -> Strategy:
         else:
             resolved.append(dataclasses.replace(phase))
     return dataclasses.replace(strategy, phases=resolved)
+
+
+def last_phase_epochs(resolved: Strategy, epochs: int) -> int:
+    """The epochs a schedule of ``epochs`` (``resolved`` for it) leaves its last phase, the phases before it
+    counted at their longest (a plateau phase at its ``max_epochs``)."""
+    earlier = sum(phase.epochs or phase.plateau["max_epochs"] for phase in resolved.phases[:-1])
+    return epochs - earlier
+
+
+def leading_phases(strategy: Strategy, count: int) -> Strategy:
+    """``strategy`` with its first ``count`` phases only, the last of them running for the rest of the budget
+    (no length, no plateau): the plan of a time budget too short for the phases left out."""
+    if not 1 <= count <= len(strategy.phases):
+        raise ConfigError(f"strategy '{strategy.name}' has {len(strategy.phases)} phases, not {count}")
+    if count == len(strategy.phases):
+        return strategy
+    *kept, last = strategy.phases[:count]
+    return dataclasses.replace(strategy, phases=[*kept, dataclasses.replace(last, epochs=None, plateau=None)])
 
 
 def _to_epochs(length: int | float, budget: int) -> int:
