@@ -327,11 +327,11 @@ def test_a_plan_without_the_last_phase_is_kept_and_trained_that_way(tmp_path, mo
     ]  # fmt: skip
     plans = {"staged": (12, {"phases": 1}), "full": (7, {"phases": 1})}
     monkeypatch.setattr("yolo_transfer.engine.cost.epochs_for_time", lambda strategies, *a, **k: plans)
-    assert write_time_plans(specs) == {
-        "staged": "12 ('frozen-backbone' only: 'all' would get fewer than its min_epochs 10)",
-        "full": "7",
-    }
-    assert json.loads((tmp_path / "staged-s0" / "plan.json").read_text())["phases"] == 1
+    why = "'frozen-backbone' only: 'all' would get fewer than its min_epochs 10"
+    assert write_time_plans(specs) == {"staged": f"12 ({why})", "full": "7"}
+    plan = json.loads((tmp_path / "staged-s0" / "plan.json").read_text())
+    assert (plan["phases"], plan["left_out"]) == (1, why)
+    assert json.loads((tmp_path / "full-s0" / "plan.json").read_text())["left_out"] is None
     trained = []
 
     def recording(config, strategy, resume):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from safetensors import safe_open
 from yolo_transfer.cli import main
 from yolo_transfer.compare import compare
 from yolo_transfer.compare.demo import DEMO_WEIGHTS, shipped_weights
+from yolo_transfer.compare.html_report import _phases_left_out_notice
+from yolo_transfer.compare.report import render_markdown
 from yolo_transfer.compare.results import EXCEEDS, SINGLE_SEED, WITHIN_NOISE, build_results
 from yolo_transfer.compare.runner import device_lanes
 from yolo_transfer.data.synthetic import SOURCE_CLASSES, make_domain
@@ -59,6 +62,7 @@ RUN = {
     "gpu_mem_mb": Maybe(NUMBER),
     "still_improving": Maybe(bool),
     "phases": [PHASE],
+    "phases_left_out": Maybe(str),
 }
 STAT = {"mean": Maybe(NUMBER), "std": Maybe(NUMBER), "n": int}
 METRIC_KEYS = [
@@ -117,6 +121,7 @@ SCHEMA = {
         }
     ),  # fmt: skip
     "still_improving": Maybe(str),
+    "phases_left_out": Maybe(str),
     "recommendation": Maybe({"strategy": str, "reason": str}),
 }
 
@@ -320,8 +325,9 @@ def _run(strategy: str, seed: int, best: float, wall: float) -> dict:
     return {"strategy": strategy, "seed": seed, "status": "done", "error": None, "dir": f"runs/{strategy}",
             "best": point, "final": point, "epochs": 4, "wall_seconds": wall, "train_img_per_s": 100.0 / wall,
             "time_to_95pct_best_s": wall / 2, "peak_rss_mb": 900.0, "gpu_mem_mb": 0.0,
-            "still_improving": False, "phases": [{"name": "all", "trainable_params": 1000, "epochs_run": 4,
-                        "planned_epochs": None, "end_reason": "epochs"}]}  # fmt: skip
+            "still_improving": False, "phases_left_out": None,
+            "phases": [{"name": "all", "trainable_params": 1000, "epochs_run": 4, "planned_epochs": None,
+                        "end_reason": "epochs"}]}  # fmt: skip
 
 
 def test_winner_margin_against_the_seed_spread():
@@ -354,6 +360,21 @@ def test_winner_margin_against_the_seed_spread():
     assert "the cheapest of them is full" in reason
     wall = next(w for w in results["winners"] if w["metric"] == "wall_seconds")
     assert (wall["winner"], wall["verdict"]) == ("freeze", EXCEEDS)
+
+
+def test_a_time_plan_that_leaves_a_phase_out_is_said_in_the_report():
+    why = "'frozen-backbone' only: 'all' would get fewer than its min_epochs 10"
+    runs = [_run("full", 0, 0.5, 60), _run("staged", 0, 0.55, 60), _run("staged", 1, 0.56, 60)]
+    for run in runs[1:]:
+        run["phases_left_out"] = why
+    setting = {"data": "d", "weights": "w", "seeds": [0, 1], "imgsz": 128, "batch": 8, "hyp": "low",
+               "device": "cpu", "budget": {"description": "1 minutes"}}  # fmt: skip
+    results = build_results(setting, runs, ["full", "staged"])
+    note = f"under this time budget staged trains {why}."
+    assert results["phases_left_out"] == note
+    assert f"**Note:** {note}" in render_markdown(results, {}, None)
+    assert escape(note) in _phases_left_out_notice(results)
+    assert build_results({"seeds": [0]}, runs[:1], ["full"])["phases_left_out"] is None
 
 
 def test_single_seed_spread_is_unknown():

@@ -105,6 +105,7 @@ def render_html(
         f"same weights, data and budget ({escape(setting['budget']['description'])} each).</p>",
         _summary_card(results),
         _still_improving_notice(results),
+        _phases_left_out_notice(results),
         f"<h2>Results <small class='note'>mean ± std over {len(setting['seeds'])} seed(s); "
         "green = best in its column</small></h2>",
         _results_table(table, colors),
@@ -226,6 +227,12 @@ def _still_improving_notice(results: dict) -> str:
     if not note:
         return ""
     return f'<p class="notice" role="alert">⚠ {escape(note)}</p>'
+
+
+def _phases_left_out_notice(results: dict) -> str:
+    """Which strategies a time budget trained without their last phase, and why."""
+    note = results.get("phases_left_out")
+    return f'<p class="notice">ⓘ {escape(note)}</p>' if note else ""
 
 
 def _still_improving(run: dict) -> bool:

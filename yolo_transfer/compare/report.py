@@ -110,8 +110,9 @@ def print_table(results: dict, console: Console) -> None:
     recommendation = results["recommendation"]
     if recommendation:
         console.print(f"[bold]Recommendation: {recommendation['strategy']}[/] — {recommendation['reason']}")
-    if results.get("still_improving"):
-        console.print(f"[bold yellow]Note:[/] {results['still_improving']}")
+    for note in (results.get("still_improving"), results.get("phases_left_out")):
+        if note:
+            console.print(f"[bold yellow]Note:[/] {note}")
     for run in results["runs"]:
         if run["status"] != "done":
             console.print(f"[red]{run['strategy']} seed {run['seed']} failed:[/] {run['error']}")
@@ -184,8 +185,9 @@ def render_markdown(results: dict, figures: dict[str, str], grid_note: str | Non
     lines = ["# Strategy comparison", ""]
     if recommendation:
         lines += [f"**Recommendation: {recommendation['strategy']}** — {recommendation['reason']}", ""]
-    if results.get("still_improving"):
-        lines += [f"**Note:** {results['still_improving']}", ""]
+    for note in (results.get("still_improving"), results.get("phases_left_out")):
+        if note:
+            lines += [f"**Note:** {note}", ""]
     seeds = ", ".join(map(str, setting["seeds"]))
     lines += [
         f"- data: `{setting['data']}`",

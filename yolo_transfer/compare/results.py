@@ -62,6 +62,8 @@ def read_run(strategy: str, seed: int, run_dir: Path, out_dir: Path, status: str
     """One run's entry of results.json (metrics are null for a run that has no summary.json)."""
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    plan_path = run_dir / "plan.json"
+    plan = json.loads(plan_path.read_text()) if plan_path.is_file() else {}
     entry = {
         "strategy": strategy,
         "seed": seed,
@@ -78,6 +80,7 @@ def read_run(strategy: str, seed: int, run_dir: Path, out_dir: Path, status: str
         "gpu_mem_mb": summary.get("gpu_mem_mb"),
         "still_improving": summary.get("still_improving"),
         "phases": [{key: phase.get(key) for key in PHASE_KEYS} for phase in summary.get("phases", [])],
+        "phases_left_out": plan.get("left_out"),  # why a time plan runs fewer phases than the strategy has
     }
     if entry["status"] == "done" and entry["best"] is None:
         entry.update(status="failed", error=f"{summary_path}: no 'best' metrics")
@@ -247,6 +250,15 @@ def still_improving_note(runs: list[dict]) -> str | None:
     return f"still improving at their last epoch (a longer budget may change their result): {names}."
 
 
+def phases_left_out_note(runs: list[dict]) -> str | None:
+    """Which strategies' time plans leave phases out, and why (the same for every seed of one measurement)."""
+    reasons = {run["strategy"]: run["phases_left_out"] for run in runs if run.get("phases_left_out")}
+    if not reasons:
+        return None
+    trains = "; ".join(f"{name} trains {why}" for name, why in reasons.items())
+    return f"under this time budget {trains}."
+
+
 def _cheapest(table: dict[str, dict], strategies: list[str]) -> str:
     return min(strategies, key=lambda s: table[s]["wall_seconds"]["mean"] or float("inf"))
 
@@ -285,5 +297,6 @@ def build_results(
         "winners": winners,
         "paired": paired,
         "still_improving": still_improving_note(runs),
+        "phases_left_out": phases_left_out_note(runs),
         "recommendation": recommend(table, winners, paired),
     }

@@ -101,25 +101,28 @@ def write_time_plans(specs: list[RunSpec]) -> dict[str, str]:
         data=first.data,
         **{key: first.options[key] for key in TIME_PROBE_OPTIONS},
     )
+    planned = {}
     for spec in todo:
         epochs, probe = plans[spec.strategy]
-        plan = {"epochs": epochs, "phases": probe["phases"], "probe": probe}
+        left_out = _phases_left_out(spec.strategy, probe["phases"])
+        plan = {"epochs": epochs, "phases": probe["phases"], "left_out": left_out, "probe": probe}
         write_atomic(spec.run_dir / "plan.json", json.dumps(plan, indent=2).encode())
-    return {spec.label: _schedule_words(spec.strategy, *plans[spec.strategy]) for spec in todo}
+        planned[spec.label] = f"{epochs} ({left_out})" if left_out else str(epochs)
+    return planned
 
 
-def _schedule_words(strategy_name: str, epochs: int, probe: dict) -> str:
-    """``12`` or, for a plan that leaves phases out, ``12 ('frozen-backbone' only: 'all' would get fewer
-    than its min_epochs 10)``."""
+def _phases_left_out(strategy_name: str, phases: int) -> str | None:
+    """Why a time plan runs only the first ``phases`` phases, e.g. "'frozen-backbone' only: 'all' would get
+    fewer than its min_epochs 10"; None when it runs them all."""
     from yolo_transfer.engine.cost import NOMINAL_EPOCHS
     from yolo_transfer.strategies import load_strategy
 
     strategy = load_strategy(strategy_name, epochs=NOMINAL_EPOCHS)
-    if probe["phases"] == len(strategy.phases):
-        return str(epochs)
-    kept = ", ".join(f"'{phase.name}'" for phase in strategy.phases[: probe["phases"]])
-    short = strategy.phases[probe["phases"]]
-    return f"{epochs} ({kept} only: '{short.name}' would get fewer than its min_epochs {short.min_epochs})"
+    if phases == len(strategy.phases):
+        return None
+    kept = ", ".join(f"'{phase.name}'" for phase in strategy.phases[:phases])
+    short = strategy.phases[phases]
+    return f"{kept} only: '{short.name}' would get fewer than its min_epochs {short.min_epochs}"
 
 
 def _without_time_plan(specs: list[RunSpec]) -> list[RunSpec]:
