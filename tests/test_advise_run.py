@@ -94,6 +94,11 @@ def test_reapply_rules_recommends_from_saved_measurements_without_measuring_agai
     assert staged["phases_fit"] in (1, 2) and len(staged["phase_epoch_s"]) == 2
 
 
+def test_advise_times_the_training_steps_at_the_batch_it_recommends(timed_advice):
+    saved = json.loads(timed_advice)  # 12 images: batch 2 keeps 4 optimizer steps per epoch
+    assert saved["compute"]["batch"] == saved["recommendation"]["batch"] == 2
+
+
 def test_a_strategy_whose_time_plan_leaves_phases_out_is_not_what_the_budget_fits(timed_advice):
     saved = json.loads(timed_advice)
     saved["compute"]["strategies"]["staged"] |= {"epochs_fit": 12, "phases_fit": 1}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from yolo_transfer.advise.rules import NOTES, Profile, recommend
+from yolo_transfer.advise.rules import NOTES, Profile, recommend, training_batch
 from yolo_transfer.callable_module import ApiSubpackage
 from yolo_transfer.engine.budget import Budget, epochs_for_images, parse_budget
 from yolo_transfer.engine.train_config import check_train_imgsz
@@ -26,7 +26,6 @@ from yolo_transfer.errors import ConfigError
 __all__ = ["advise", "advise_command", "reapply_rules", "recommend_strategy"]
 
 BATCH = 16  # images per forward pass when measuring
-TIMING_BATCH = 8  # images per timed training step (seconds per image hardly depend on it on a CPU)
 WIDTHS = {"n": 0.25, "s": 0.5, "m": 0.75, "l": 1.0, "x": 1.25}  # width_multiple of the yolov5 sizes
 ADVISE_JSON = "advise.json"
 
@@ -83,7 +82,8 @@ def advise(
             def on_step(done: int, total: int) -> None:
                 bars.update(steps, completed=done, total=total)
 
-            timings = _time_strategies(model, dataset, imgsz, device, budget_s, on_step)
+            batch = training_batch(scale["images"])
+            timings = _time_strategies(model, dataset, imgsz, batch, device, budget_s, on_step)
     seconds["compute"] = time.perf_counter() - start - seconds["load"] - seconds["measure"]
     measured = {
         "data": str(data),
@@ -133,9 +133,12 @@ def _advice(measured: dict) -> dict:
     }
 
 
-def _time_strategies(model, dataset, imgsz: int, device: str, budget_s: float | None, on_step) -> dict:
+def _time_strategies(
+    model, dataset, imgsz: int, batch: int, device: str, budget_s: float | None, on_step
+) -> dict:
     """Seconds per epoch of every built-in strategy (and the epochs and phases within ``budget_s``), measured
-    here with the cost model ``compare`` uses for time budgets (engine/cost.py); ``on_step(done, total)``."""
+    here with the cost model ``compare`` uses for time budgets (engine/cost.py), at the ``batch`` the advice
+    will recommend (a GPU step's seconds per image depend on it); ``on_step(done, total)``."""
     from yolo_transfer.data import load_hyp
     from yolo_transfer.engine.cost import NOMINAL_EPOCHS, measure_costs
     from yolo_transfer.strategies import list_strategies, load_strategy
@@ -144,7 +147,7 @@ def _time_strategies(model, dataset, imgsz: int, device: str, budget_s: float | 
     resolved = [load_strategy(name, epochs=NOMINAL_EPOCHS) for name in names]
     adapted = _adapted(model, dataset.names)
     costs = measure_costs(
-        adapted, resolved, dataset, imgsz=imgsz, batch=TIMING_BATCH, hyp=load_hyp("low"), device=device,
+        adapted, resolved, dataset, imgsz=imgsz, batch=batch, hyp=load_hyp("low"), device=device,
         on_step=on_step,
     )  # fmt: skip
     strategies = {}

@@ -293,10 +293,11 @@ def _staged_buys_epochs(p: Profile) -> bool:
     return bool(p.epochs_fit) and p.epochs_fit.get("staged", 0) > p.epochs_fit.get("full", 0)
 
 
-def _batch_for(p: Profile, d: dict[str, Any]) -> int:
-    """The default batch, halved until an epoch has at least MIN_STEPS_PER_EPOCH steps (at least 2)."""
+def training_batch(images: int) -> int:
+    """The batch the rules recommend for ``images`` training images: the default, halved until an epoch has
+    at least MIN_STEPS_PER_EPOCH steps (at least 2)."""
     batch = DEFAULT_BATCH
-    while batch > 2 and p.images < batch * MIN_STEPS_PER_EPOCH:
+    while batch > 2 and images < batch * MIN_STEPS_PER_EPOCH:
         batch //= 2
     return batch
 
@@ -428,7 +429,7 @@ RULES: list[Rule] = [
     Rule(
         "fewer than 4 steps per epoch at batch 16",
         lambda p, d: p.images < DEFAULT_BATCH * MIN_STEPS_PER_EPOCH,
-        {"batch": _batch_for},
+        {"batch": lambda p, d: training_batch(p.images)},
         f"{{images}} images: batch {{batch}} keeps at least {MIN_STEPS_PER_EPOCH} optimizer steps per epoch",
         f"{BATCH_CAP}; {STUDY_TINY_BATCH}",
     ),
