@@ -1,0 +1,59 @@
+"""A YOLO copy of a dataset that keeps only some of its classes, and only the images that hold one of them.
+
+The study uses it to make data whose every class the checkpoint knows out of a set that mixes known and new
+classes (aerial_maritime's boats and cars, seen from a drone). Boxes of the other classes are dropped, images
+left with none are left out, and class ids are renumbered in the order given. ::
+
+    python benchmarks/class_subset.py ../shared/data/aerial_maritime/data.yaml --classes boat,car \\
+        --out runs/study/subsets/aerial_maritime-boat-car
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import numpy as np
+
+from yolo_transfer.data import load_dataset
+from yolo_transfer.data.convert import write_yolo_dataset
+from yolo_transfer.data.validate import LoadedDataset, Sample
+
+
+def keep_classes(data: LoadedDataset, classes: list[str]) -> LoadedDataset:
+    """``data`` with only ``classes`` (renumbered in that order) and the samples that hold at least one."""
+    missing = [name for name in classes if name not in data.names]
+    if missing:
+        raise SystemExit(f"{data.source}: no class {', '.join(missing)} (it has {', '.join(data.names)})")
+    new_id = {data.names.index(name): index for index, name in enumerate(classes)}
+
+    def subset(samples: list[Sample]) -> list[Sample]:
+        kept = []
+        for sample in samples:
+            rows = sample.labels[np.isin(sample.labels[:, 0], list(new_id))].copy()
+            if len(rows):
+                rows[:, 0] = [new_id[int(c)] for c in rows[:, 0]]
+                kept.append(dataclasses.replace(sample, labels=rows))
+        return kept
+
+    return dataclasses.replace(
+        data, names=list(classes), train=subset(data.train), val=subset(data.val), test=subset(data.test)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("data", help="data.yaml (or any dataset yolo-transfer reads)")
+    parser.add_argument("--classes", required=True, help="comma-separated class names to keep, in this order")
+    parser.add_argument("--out", required=True, help="output folder")
+    args = parser.parse_args()
+    data = keep_classes(load_dataset(args.data), args.classes.split(","))
+    yaml_path = write_yolo_dataset(data, args.out)
+    counts = {split: len(getattr(data, split)) for split in ("train", "val", "test")}
+    print(f"wrote {yaml_path}: {counts}")
+
+
+if __name__ == "__main__":
+    main()
