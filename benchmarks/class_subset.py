@@ -15,16 +15,15 @@ import dataclasses
 
 import numpy as np
 
-from yolo_transfer.data import load_dataset
+from yolo_transfer.data import LoadedDataset, Sample, load_dataset
 from yolo_transfer.data.convert import write_yolo_dataset
-from yolo_transfer.data.validate import LoadedDataset, Sample
 
 
 def keep_classes(data: LoadedDataset, classes: list[str]) -> LoadedDataset:
     """``data`` with only ``classes`` (renumbered in that order) and the samples that hold at least one."""
     missing = [name for name in classes if name not in data.names]
     if missing:
-        raise SystemExit(f"{data.source}: no class {', '.join(missing)} (it has {', '.join(data.names)})")
+        raise ValueError(f"{data.source}: no class {', '.join(missing)} (it has {', '.join(data.names)})")
     new_id = {data.names.index(name): index for index, name in enumerate(classes)}
 
     def subset(samples: list[Sample]) -> list[Sample]:
@@ -49,7 +48,10 @@ def main() -> None:
     parser.add_argument("--classes", required=True, help="comma-separated class names to keep, in this order")
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args()
-    data = keep_classes(load_dataset(args.data), args.classes.split(","))
+    try:
+        data = keep_classes(load_dataset(args.data), args.classes.split(","))
+    except ValueError as error:
+        parser.error(str(error))  # exit status 2
     yaml_path = write_yolo_dataset(data, args.out)
     counts = {split: len(getattr(data, split)) for split in ("train", "val", "test")}
     print(f"wrote {yaml_path}: {counts}")
