@@ -52,7 +52,8 @@ def main() -> None:
         f"{seconds['measure']:.1f}",
         f"<= {GOAL_SECONDS:.0f} s: {verdict}",
     )
-    table.add_row("timed training steps (6 strategies)", f"{seconds['compute']:.1f}", "")
+    strategies = len(result["compute"]["strategies"])
+    table.add_row(f"timed training steps ({strategies} strategies)", f"{seconds['compute']:.1f}", "")
     table.add_row("total", f"{seconds['total']:.1f}", "")
     table.add_row("total CPU time of this process (all threads)", f"{cpu_seconds:.1f}", "")
     table.caption = (

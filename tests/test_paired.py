@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from yolo_transfer.compare.paired import BETTER, NOT_SEPARATED, paired_differences
-from yolo_transfer.compare.results import build_results, still_improving_note
+from yolo_transfer.compare.results import _recommend_paired, build_results, still_improving_note
 from yolo_transfer.engine.image_stats import IMAGE_STATS_FILE, ImageStats, save_image_stats
 
 N_IMAGES = 40
@@ -106,3 +106,42 @@ def test_still_improving_runs_are_called_out():
     )
     runs[0]["still_improving"] = False
     assert still_improving_note(runs) is None
+
+
+def comparison(per_seed: list[float], interval: tuple[float, float]) -> dict:
+    return {
+        "seeds": list(range(len(per_seed))), "difference_per_seed": per_seed,
+        "mean_difference": sum(per_seed) / len(per_seed), "interval95": list(interval),
+        "lost_every_seed": all(d > 0 for d in per_seed), "verdict": NOT_SEPARATED,
+    }  # fmt: skip
+
+
+def test_a_cheaper_strategy_lower_in_every_seed_is_not_offered_as_the_alternative():
+    """60 drone images of boats and cars, 100 epochs: freeze lost both seeds by 7-8 points, yet 23 val images
+    could not separate it from staged; full split the seeds with staged."""
+    table = {
+        name: {"best_map50_95": {"mean": mean}, "wall_seconds": {"mean": wall}}
+        for name, mean, wall in (("staged", 0.508, 222), ("full", 0.506, 237), ("freeze", 0.432, 141))
+    }
+    paired = {
+        "winner": "staged", "images": 23,
+        "comparisons": {
+            "full": comparison([-0.015, 0.019], (-0.051, 0.044)),
+            "freeze": comparison([0.069, 0.083], (-0.034, 0.154)),
+        },
+    }  # fmt: skip
+    recommendation = _recommend_paired(table, paired)
+    assert recommendation["strategy"] == "staged" and recommendation["not_separated"] == ["full", "freeze"]
+    reason = recommendation["reason"]
+    assert "freeze 0.076 lower (95% interval -0.034 to 0.154, lower in all 2 seeds)" in reason
+    assert "costs the least" not in reason  # full is dearer than staged, and freeze lost in both seeds
+    table["full"]["wall_seconds"]["mean"] = 200
+    reason = _recommend_paired(table, paired)["reason"]
+    assert reason.endswith(
+        "Of the strategies not separated from staged and not lower in every seed, full costs the least wall "
+        "time (200 s against 222 s)."
+    )
+    one_seed = {**paired, "comparisons": {"full": comparison([0.004], (-0.03, 0.04))}}
+    assert _recommend_paired(table, one_seed)["reason"].endswith(
+        "Of the strategies not separated from staged, full costs the least wall time (200 s against 222 s)."
+    )
