@@ -1,7 +1,9 @@
 """Shared test fixtures: the read-only ``../shared`` folder and small helpers."""
 
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -23,6 +25,14 @@ def shared_path(*parts: str) -> Path:
             pytest.fail(f"{reason}, and {REQUIRE_SHARED} is set", pytrace=False)
         pytest.skip(reason)
     return path
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """The script ``benchmarks/<name>.py`` imported as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

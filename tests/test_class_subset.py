@@ -1,22 +1,17 @@
 """benchmarks/class_subset.py: a dataset cut down to some of its classes, renumbered, for the study."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_benchmark
 
 from yolo_transfer.data import LoadedDataset, Sample, ValidationReport
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "class_subset.py"
 
 
 @pytest.fixture(scope="module")
 def class_subset():
-    spec = importlib.util.spec_from_file_location("class_subset", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("class_subset")
 
 
 def sample(name: str, classes: list[int]) -> Sample:

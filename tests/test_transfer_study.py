@@ -1,10 +1,10 @@
 """The transfer study's bookkeeping: regret, agreement of the advice and fixed rules, the Markdown table."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 from yolo_transfer.strategies import load_strategy
 
@@ -15,10 +15,7 @@ DEMO = STUDY_PATH.parents[1] / "yolo_transfer" / "assets" / "demo_yolov5n_source
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("transfer_study", STUDY_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("transfer_study")
 
 
 @pytest.mark.parametrize("path", STUDY_RECIPES, ids=lambda path: f"{path.parent.name}/{path.name}")
