@@ -239,13 +239,14 @@ def markdown(cases: list[dict], summary: dict, strategies: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def training_subset(data: str, images: int, out: Path) -> str:
-    """A YOLO copy of ``data`` keeping ``images`` training images drawn at random (seed 0) and the whole val
-    split (split seed 0, as in the full case), so a data-size case is scored on the same validation images."""
+def training_subset(data: str, images: int, out: Path, draw: int = 0) -> str:
+    """A YOLO copy of ``data`` keeping ``images`` training images drawn at random (seed ``draw``) and the
+    whole val split (split seed 0, as in the full case), so a data-size case is scored on the same validation
+    images."""
     yaml_path = out / "data.yaml"
     if not yaml_path.is_file():
         loaded = load_dataset(data, val_fraction=0.2, seed=0)
-        keep = sorted(np.random.default_rng(0).permutation(len(loaded.train))[:images])
+        keep = sorted(np.random.default_rng(draw).permutation(len(loaded.train))[:images])
         partial = out.with_name(out.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         write_yolo_dataset(dataclasses.replace(loaded, train=[loaded.train[i] for i in keep]), partial)
@@ -254,10 +255,12 @@ def training_subset(data: str, images: int, out: Path) -> str:
     return str(yaml_path)
 
 
-def sized_case(name: str, data: str, images: int, out: Path, make: bool) -> tuple[str, str]:
-    """The data-size case ``<name>-n<images>`` and its training subset (made unless ``make`` is False)."""
-    label, folder = f"{name}-n{images}", out / "subsets" / f"{name}-n{images}"
-    return label, training_subset(data, images, folder) if make else str(folder / "data.yaml")
+def sized_case(name: str, data: str, images: int, out: Path, make: bool, draw: int = 0) -> tuple[str, str]:
+    """The data-size case ``<name>-n<images>`` (``-d<draw>`` added for another draw than the first) and its
+    training subset (made unless ``make`` is False)."""
+    label = f"{name}-n{images}" + (f"-d{draw}" if draw else "")
+    folder = out / "subsets" / label
+    return label, training_subset(data, images, folder, draw) if make else str(folder / "data.yaml")
 
 
 def quick_cases(out: Path) -> list[tuple[str, str]]:
@@ -285,7 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--train-images", default="all",
         help="comma-separated data sizes: 'all' (the whole train split) or N training images drawn at "
-        "random (seed 0), scored on the same val split",
+        "random (seed --draw), scored on the same val split",
+    )  # fmt: skip
+    parser.add_argument(
+        "--draw", type=int, default=0,
+        help="the seed of the random draw of --train-images N (cases other than 0 are labelled -d<draw>)",
     )  # fmt: skip
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
@@ -316,8 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         weights = args.weights or str(shipped_weights())
     else:
         datasets = [(name, str(shared / DATASETS[name])) for name in args.datasets.split(",")]
+    make = not args.report_only
     datasets = [
-        (name, data) if size == "all" else sized_case(name, data, int(size), out, make=not args.report_only)
+        (name, data) if size == "all" else sized_case(name, data, int(size), out, make, args.draw)
         for size in args.train_images.split(",")
         for name, data in datasets
     ]

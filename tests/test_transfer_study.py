@@ -102,6 +102,19 @@ def test_training_subset_keeps_n_random_train_images_and_the_whole_val_split(stu
     assert Path(subset).stat().st_mtime_ns == marker
 
 
+
+def test_another_draw_is_its_own_case_with_other_training_images(study, tmp_path):
+    from yolo_transfer.data import load_dataset
+    from yolo_transfer.data.synthetic import make_domain
+
+    source = make_domain(tmp_path / "source", "target", n_images=30, imgsz=64)
+    first = study.sized_case("source", str(source), 10, tmp_path, True)
+    second = study.sized_case("source", str(source), 10, tmp_path, True, draw=1)
+    assert first[0] == "source-n10" and second[0] == "source-n10-d1"
+    assert Path(second[1]).parent == tmp_path / "subsets" / "source-n10-d1"
+    names = [{s.image.name for s in load_dataset(case[1]).train} for case in (first, second)]
+    assert len(names[0]) == len(names[1]) == 10 and names[0] != names[1]
+
 def test_study_budgets_are_epochs_by_default_or_budget_strings(study):
     assert str(study.parse_study_budget("30")) == "epochs=30"
     assert str(study.parse_study_budget("time=1.5")) == "time=1.5"
