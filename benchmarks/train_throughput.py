@@ -51,6 +51,12 @@ DEFAULT_WEIGHTS = SHARED / "weights" / "yolov5n.pt"
 ROWS = [("full", "limit:full", "train:full"), ("freeze", "limit:freeze", "train:freeze"),
         ("staged, phase 1", "limit:freeze", "train:staged")]  # fmt: skip
 WARMUP_ITERS = 2
+# a row's two limit runs differing by more than this factor: the machine was disturbed during one of them
+UNSTEADY_LIMIT = 1.25
+UNSTEADY_NOTE = (
+    f" * its two limit runs differ by more than {UNSTEADY_LIMIT - 1:.0%}: the machine was disturbed, "
+    "run again."
+)
 
 
 def compute_limit(args: argparse.Namespace, strategy: str) -> dict:
@@ -136,12 +142,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def row_limit(before: float, after: float) -> tuple[float, bool]:
+    """A row's limit, the mean of its runs just before and just after the trainer, and whether the two agree
+    within UNSTEADY_LIMIT (if one slowed down, the machine was disturbed: the fraction means nothing)."""
+    return (before + after) / 2, max(before, after) <= UNSTEADY_LIMIT * min(before, after)
+
+
 def report(args: argparse.Namespace, results: dict[str, dict], seconds: float) -> Table:
     device = select_device(args.device)
+    limits = {
+        train_job: row_limit(*(results[f"{when}:{train_job}"]["img_per_s"] for when in ("before", "after")))
+        for _, _, train_job in ROWS
+    }
+    unsteady = not all(steady for _, steady in limits.values())
     table = Table(
         title=f"train throughput: yolov5n ({Path(args.weights).name}) on {Path(args.data).parent.name}, "
         f"{args.imgsz} px, batch {args.batch}, {args.epochs} epoch(s), {device}",
-        caption=_caption(results, seconds),
+        caption=_caption(results, seconds) + (UNSTEADY_NOTE if unsteady else ""),
     )
     table.add_column("strategy", no_wrap=True)
     for column in ("limit img/s (before/after)", "trainer img/s", "of limit", "epochs 2+ img/s"):
@@ -152,11 +169,12 @@ def report(args: argparse.Namespace, results: dict[str, dict], seconds: float) -
     table.add_column("of it imports MB", justify="right")
     for name, _, train_job in ROWS:
         before, after = (results[f"{when}:{train_job}"]["img_per_s"] for when in ("before", "after"))
-        limit, trained = (before + after) / 2, results[train_job]
+        (limit, steady), trained = limits[train_job], results[train_job]
         speed, breakdown = trained["img_per_s"], trained["breakdown"]
         later = trained["later_img_per_s"]
         table.add_row(
-            name, f"{limit:.1f} ({before:.1f}/{after:.1f})", f"{speed:.1f}", f"{speed / limit:.0%}",
+            name, f"{limit:.1f} ({before:.1f}/{after:.1f})", f"{speed:.1f}",
+            f"{speed / limit:.0%}" + ("" if steady else " *"),
             "-" if later is None else f"{later:.1f} ({later / limit:.0%})",
             *(f"{breakdown[section]:.1f}" for section in SECTIONS), f"{trained['peak_rss_mb']:.0f}",
             f"{trained['imports_rss_mb']:.0f}",
