@@ -5,7 +5,8 @@ backward of the model on random tensors (channels_last, same batch and size, no 
 everything trainable and with modules 0-9 frozen (the frozen prefix without autograd); then the real trainer
 (``yolo_transfer.engine.trainer.train``, mosaic, EMA, accumulation, validation) for ``full``, ``freeze`` and
 the first phase of ``staged``, each as a fraction of its limit (the mean of the limit measured just before and
-just after that trainer: this VM's speed drifts by several percent within a minute), with its per-epoch time
+just after that trainer: this VM's speed drifts by several percent within a minute; a fraction whose two limit
+runs differ by more than 25% is marked ``*``, as the machine was disturbed), with its per-epoch time
 breakdown (data wait, forward, loss and targets, backward, optimizer step, EMA, validation), peak RSS and how
 much of it the imports alone hold (torch's CUDA build and torchvision are most of it on a small model).
 Reference settings: official yolov5n weights, the real dawn_fog set, 320 px, batch 16, loader workers and the
