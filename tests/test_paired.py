@@ -145,3 +145,25 @@ def test_a_cheaper_strategy_lower_in_every_seed_is_not_offered_as_the_alternativ
     assert _recommend_paired(table, one_seed)["reason"].endswith(
         "Of the strategies not separated from staged, full costs the least wall time (200 s against 222 s)."
     )
+
+
+def test_no_cheaper_choice_when_every_strategy_took_the_same_time():
+    """A 3-minute budget on 100 dawn_fog images (draw 1): every run took its 178 s, so full, 0.3 lower and
+    split across the seeds, is no cheaper than staged."""
+    table = {
+        name: {"best_map50_95": {"mean": mean}, "wall_seconds": {"mean": wall}}
+        for name, mean, wall in (("staged", 0.227, 178.3), ("full", 0.224, 177.8), ("freeze", 0.219, 179.1))
+    }
+    paired = {
+        "winner": "staged", "images": 51,
+        "comparisons": {
+            "full": comparison([-0.002, 0.008], (-0.045, 0.038)),
+            "freeze": comparison([-0.001, 0.017], (-0.025, 0.052)),
+        },
+    }  # fmt: skip
+    reason = _recommend_paired(table, paired)["reason"]
+    assert "costs the least" not in reason and "full 0.003 lower" in reason
+    table["full"]["wall_seconds"]["mean"] = 169.0  # 5% less: a real saving
+    assert _recommend_paired(table, paired)["reason"].endswith(
+        "full costs the least wall time (169 s against 178 s)."
+    )

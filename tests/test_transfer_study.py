@@ -102,7 +102,6 @@ def test_training_subset_keeps_n_random_train_images_and_the_whole_val_split(stu
     assert Path(subset).stat().st_mtime_ns == marker
 
 
-
 def test_another_draw_is_its_own_case_with_other_training_images(study, tmp_path):
     from yolo_transfer.data import load_dataset
     from yolo_transfer.data.synthetic import make_domain
@@ -114,6 +113,7 @@ def test_another_draw_is_its_own_case_with_other_training_images(study, tmp_path
     assert Path(second[1]).parent == tmp_path / "subsets" / "source-n10-d1"
     names = [{s.image.name for s in load_dataset(case[1]).train} for case in (first, second)]
     assert len(names[0]) == len(names[1]) == 10 and names[0] != names[1]
+
 
 def test_study_budgets_are_epochs_by_default_or_budget_strings(study):
     assert str(study.parse_study_budget("30")) == "epochs=30"

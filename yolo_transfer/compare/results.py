@@ -55,6 +55,8 @@ METRICS = [
 ]
 METRIC_BY_KEY = {metric.key: metric for metric in METRICS}
 HEADLINE = "best_map50_95"
+# a cheaper choice takes at most this share of the winner's wall time (a time budget gives all the same)
+CHEAPER = 0.95
 PHASE_KEYS = ("name", "trainable_params", "epochs_run", "planned_epochs", "end_reason")  # of every phase
 
 
@@ -230,7 +232,8 @@ def _recommend_paired(table: dict[str, dict], paired: dict) -> dict:
         f"with a bootstrap over the {paired['images']} validation images: " + "; ".join(parts) + "."
     )
     cheapest = _cheapest(table, close)
-    if cheapest != top:
+    wall = {s: table[s]["wall_seconds"]["mean"] or float("inf") for s in (top, cheapest)}
+    if cheapest != top and wall[cheapest] <= CHEAPER * wall[top]:
         several = any(len(c["seeds"]) > 1 for c in comparisons.values())
         qualifier = " and not lower in every seed" if several else ""
         reason += (
