@@ -143,9 +143,8 @@ STUDY_KNOWN_TINY = (
     "0.231; three other draws of 50 of its images, seeds 0-2, run after this row: head-only first in each "
     "(0.249, 0.258, 0.264), full 0.228, 0.250, 0.250; the first draw at the advised 100 epochs, batch 8, "
     "seeds 0 and 1: head-only 0.248, staged 0.236, freeze 0.229, full 0.202 (separated). Not where the "
-    "detector does not see the objects: "
-    "aerial_maritime's boats and cars from a drone (60 images, objectness 0.32) head-only 0.191, freeze "
-    "0.350, full 0.412, staged 0.447; untrained 0.125"
+    "detector does not see the objects: aerial_maritime's boats and cars from a drone (60 images, "
+    "objectness 0.32) head-only 0.191, freeze 0.350, full 0.412, staged 0.447; untrained 0.125"
 )
 STUDY_TINY_BATCH = (
     f"{STUDY}: 50 training images, seed 0, the advised strategy at batch 8 vs 16 - dawn_fog-n50 head-only "
