@@ -360,6 +360,10 @@ def test_winner_margin_against_the_seed_spread():
     assert "the cheapest of them is full" in reason
     wall = next(w for w in results["winners"] if w["metric"] == "wall_seconds")
     assert (wall["winner"], wall["verdict"]) == ("freeze", EXCEEDS)
+    # the same under a time budget, every run 60 s: no strategy is cheaper than staged
+    same_time = [{**run, "wall_seconds": 60} for run in runs]
+    reason = build_results(setting, same_time, ["full", "freeze", "staged"])["recommendation"]["reason"]
+    assert "full is within the seed-to-seed spread" in reason and "cheapest" not in reason
 
 
 def test_a_time_plan_that_leaves_a_phase_out_is_said_in_the_report():

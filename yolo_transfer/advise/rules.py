@@ -108,8 +108,8 @@ STUDY_FAR_KNOWN = (
     "every seed); 2 minutes (full 15-16, staged 18-19) 0.233 vs 0.239 (freeze 0.240); 100 of its images, 3 "
     "minutes (full 20-23, staged 25-26) 0.262 vs 0.252: staged first or within a point in all four, full 3.3"
     "-3.6 behind in two; run after this row, 10 minutes (full 43-44, staged 48), seeds 0 and 1: 0.251 vs "
-    "0.252, and another draw of 100 images, 3 minutes on a fast day (full 39-46, staged 48-50), seeds 0 and "
-    "1: 0.227 vs 0.224 (freeze 0.219); at 30 epochs each, no extra epochs, staged 0.256 vs full 0.250 (a "
+    "0.252, and another draw of 100 images, 3 minutes on a fast day (full 39-46, staged 48-50), seeds 0-2: "
+    "0.225 vs 0.223 (freeze 0.217); at 30 epochs each, no extra epochs, staged 0.256 vs full 0.250 (a "
     "later rerun, seeds 0-2; 0.246 vs 0.258 in the first two seeds of the study)"
 )
 STUDY_NEAR = (

@@ -207,10 +207,12 @@ def recommend(table: dict[str, dict], winners: list[dict], paired: dict | None =
     reason = (
         f"{top} has the highest best mAP50-95 ({mean:.3f} ± {top_stats['std']:.3f}), but {', '.join(others)} "
         f"{'is' if len(others) == 1 else 'are'} within the seed-to-seed spread of it, so these seeds do not "
-        "settle the ranking (run more seeds or a longer budget); the cheapest of them is "
-        f"{cheapest} ({table[cheapest]['wall_seconds']['mean']:.0f} s wall time)."
+        "settle the ranking (run more seeds or a longer budget)"
     )
-    return {"strategy": top, "reason": reason}
+    if _cheaper(table, cheapest, top):
+        wall = table[cheapest]["wall_seconds"]["mean"]
+        reason += f"; the cheapest of them is {cheapest} ({wall:.0f} s wall time)"
+    return {"strategy": top, "reason": reason + "."}
 
 
 def _recommend_paired(table: dict[str, dict], paired: dict) -> dict:
@@ -232,8 +234,7 @@ def _recommend_paired(table: dict[str, dict], paired: dict) -> dict:
         f"with a bootstrap over the {paired['images']} validation images: " + "; ".join(parts) + "."
     )
     cheapest = _cheapest(table, close)
-    wall = {s: table[s]["wall_seconds"]["mean"] or float("inf") for s in (top, cheapest)}
-    if cheapest != top and wall[cheapest] <= CHEAPER * wall[top]:
+    if _cheaper(table, cheapest, top):
         several = any(len(c["seeds"]) > 1 for c in comparisons.values())
         qualifier = " and not lower in every seed" if several else ""
         reason += (
@@ -272,6 +273,12 @@ def phases_left_out_note(runs: list[dict]) -> str | None:
 
 def _cheapest(table: dict[str, dict], strategies: list[str]) -> str:
     return min(strategies, key=lambda s: table[s]["wall_seconds"]["mean"] or float("inf"))
+
+
+def _cheaper(table: dict[str, dict], candidate: str, top: str) -> bool:
+    """``candidate`` saves a real share of ``top``'s wall time (at most CHEAPER of it)."""
+    wall = {s: table[s]["wall_seconds"]["mean"] or float("inf") for s in (candidate, top)}
+    return candidate != top and wall[candidate] <= CHEAPER * wall[top]
 
 
 def paired_comparison(table: dict[str, dict], image_stats: dict[str, dict[int, ImageStats]]) -> dict | None:
