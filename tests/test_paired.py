@@ -116,20 +116,26 @@ def comparison(per_seed: list[float], interval: tuple[float, float]) -> dict:
     }  # fmt: skip
 
 
+def summary_table(*rows: tuple[str, float, float]) -> dict[str, dict]:
+    """``compare``'s summary table for (strategy, mean best mAP50-95, mean wall seconds) rows."""
+    return {
+        name: {"best_map50_95": {"mean": mean}, "wall_seconds": {"mean": wall}} for name, mean, wall in rows
+    }
+
+
+def paired_with(winner: str, images: int, **comparisons: dict) -> dict:
+    return {"winner": winner, "images": images, "comparisons": comparisons}
+
+
 def test_a_cheaper_strategy_lower_in_every_seed_is_not_offered_as_the_alternative():
     """60 drone images of boats and cars, 100 epochs: freeze lost both seeds by 7-8 points, yet 23 val images
     could not separate it from staged; full split the seeds with staged."""
-    table = {
-        name: {"best_map50_95": {"mean": mean}, "wall_seconds": {"mean": wall}}
-        for name, mean, wall in (("staged", 0.508, 222), ("full", 0.506, 237), ("freeze", 0.432, 141))
-    }
-    paired = {
-        "winner": "staged", "images": 23,
-        "comparisons": {
-            "full": comparison([-0.015, 0.019], (-0.051, 0.044)),
-            "freeze": comparison([0.069, 0.083], (-0.034, 0.154)),
-        },
-    }  # fmt: skip
+    table = summary_table(("staged", 0.508, 222), ("full", 0.506, 237), ("freeze", 0.432, 141))
+    paired = paired_with(
+        "staged", 23,
+        full=comparison([-0.015, 0.019], (-0.051, 0.044)),
+        freeze=comparison([0.069, 0.083], (-0.034, 0.154)),
+    )  # fmt: skip
     recommendation = _recommend_paired(table, paired)
     assert recommendation["strategy"] == "staged" and recommendation["not_separated"] == ["full", "freeze"]
     reason = recommendation["reason"]
@@ -141,7 +147,7 @@ def test_a_cheaper_strategy_lower_in_every_seed_is_not_offered_as_the_alternativ
         "Of the strategies not separated from staged and not lower in every seed, full costs the least wall "
         "time (200 s against 222 s)."
     )
-    one_seed = {**paired, "comparisons": {"full": comparison([0.004], (-0.03, 0.04))}}
+    one_seed = paired_with("staged", 23, full=comparison([0.004], (-0.03, 0.04)))
     assert _recommend_paired(table, one_seed)["reason"].endswith(
         "Of the strategies not separated from staged, full costs the least wall time (200 s against 222 s)."
     )
@@ -150,17 +156,12 @@ def test_a_cheaper_strategy_lower_in_every_seed_is_not_offered_as_the_alternativ
 def test_no_cheaper_choice_when_every_strategy_took_the_same_time():
     """A 3-minute budget on 100 dawn_fog images (draw 1): every run took its 178 s, so full, 0.3 lower and
     split across the seeds, is no cheaper than staged."""
-    table = {
-        name: {"best_map50_95": {"mean": mean}, "wall_seconds": {"mean": wall}}
-        for name, mean, wall in (("staged", 0.227, 178.3), ("full", 0.224, 177.8), ("freeze", 0.219, 179.1))
-    }
-    paired = {
-        "winner": "staged", "images": 51,
-        "comparisons": {
-            "full": comparison([-0.002, 0.008], (-0.045, 0.038)),
-            "freeze": comparison([-0.001, 0.017], (-0.025, 0.052)),
-        },
-    }  # fmt: skip
+    table = summary_table(("staged", 0.227, 178.3), ("full", 0.224, 177.8), ("freeze", 0.219, 179.1))
+    paired = paired_with(
+        "staged", 51,
+        full=comparison([-0.002, 0.008], (-0.045, 0.038)),
+        freeze=comparison([-0.001, 0.017], (-0.025, 0.052)),
+    )  # fmt: skip
     reason = _recommend_paired(table, paired)["reason"]
     assert "costs the least" not in reason and "full 0.003 lower" in reason
     table["full"]["wall_seconds"]["mean"] = 169.0  # 5% less: a real saving
