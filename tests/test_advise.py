@@ -238,13 +238,14 @@ def test_every_rule_is_reachable() -> None:
 
 def test_notes() -> None:
     assert [note.render(BASE) for note in rules.NOTES if note.predicate(BASE)] == []
-    odd = profile(background_fraction=0.3, anchor_fit=0.9, min_class_instances=20, imgsz=160)
+    odd = profile(background_fraction=0.3, anchor_fit=0.9, min_class_instances=20, imgsz=160, model_size="s")
     notes = [note.render(odd) for note in rules.NOTES if note.predicate(odd)]
     assert len(notes) == len(rules.NOTES)
     assert any("30% of the training images have no labels" in note for note in notes)
     assert any("class 'c' has only 20 instances (largest: 400)" in note for note in notes)
     assert any("fit 90.0% of the boxes" in note for note in notes)
     assert any("calibrated at imgsz 320; at 160" in note for note in notes)
+    assert any("with yolov5s they are not measured" in note for note in notes)
 
 
 def test_command_parses_with_the_real_cli() -> None:
@@ -343,9 +344,33 @@ def test_batchnorm_inputs_merge_batches_exactly() -> None:
     bn.running_mean.copy_(mean)
     bn.running_var.copy_(var)
     assert inputs.shift()["1"] == pytest.approx(0.0, abs=1e-6)
-    summary = measure.summarise_shift({"1.bn": 0.5, "1.cv.bn": 1.5, "6.bn": 3.0, "12.bn": 1.0})
+    stages = {"early": range(0, 5), "middle": range(5, 10), "late": range(10, 24)}
+    summary = measure.summarise_shift({"1.bn": 0.5, "1.cv.bn": 1.5, "6.bn": 3.0, "12.bn": 1.0}, stages)
     assert (summary["early"], summary["middle"], summary["late"]) == (1.0, 3.0, 1.0)
+    assert summary["stages"] == {"early": [0, 4], "middle": [5, 9], "late": [10, 23]}
     assert summary["overall"] == pytest.approx(5 / 3)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "stages"),
+    [
+        ("yolov5n", {"early": [0, 4], "middle": [5, 9], "late": [10, 23]}),
+        ("yolov5n6", {"early": [0, 4], "middle": [5, 11], "late": [12, 32]}),  # a P6 backbone has 12 modules
+    ],
+)
+def test_shift_stages_follow_the_architecture(cfg: str, stages: dict) -> None:
+    from yolo_transfer.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(cfg, nc=2)
+    batches = [(torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8),)]
+    shift = measure.shift_and_objectness(model, batches, "cpu")["shift"]
+    assert shift["stages"] == stages
+    per_module = {int(i): v for i, v in shift["per_module"].items()}
+    for stage, (first, last) in stages.items():
+        inside = [v for i, v in per_module.items() if first <= i <= last]
+        assert shift[stage] == pytest.approx(np.mean(inside))
+    assert max(per_module) == stages["late"][1]  # the last neck module; Detect has no BatchNorm
 
 
 # --- real data against the official COCO yolov5n ----------------------------------------------------------

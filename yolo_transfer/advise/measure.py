@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from yolo_transfer.data.validate import LoadedDataset, Sample
+from yolo_transfer.models import DetectionModel, model_groups
 from yolo_transfer.models.class_names import match_class_names, normalise_name
 
 # COCO's object sizes (cocodataset.org/#detection-eval, "Detection Evaluation", section 2): "approximately 41%
@@ -26,8 +27,7 @@ COCO_SIZE_LIMITS = (32**2, 96**2)
 COCO_LONG_SIDE = 640
 ANCHOR_T = 4.0  # yolov5 hyp anchor_t: a label fits an anchor when both side ratios are within 4x (spec 5.8)
 
-# Module ranges of the shift profile (YOLOv5 P5 models): stem and first stages, deeper backbone + SPPF, neck.
-STAGES = {"early": range(0, 5), "middle": range(5, 10), "late": range(10, 24)}
+EARLY_MODULES = 5  # the stem and the stride-8 stages (0-4) open every YOLOv5 backbone, P5 and P6 alike
 TOP_K_OBJECTNESS = 10
 
 # --- data scale and label overlap -----------------------------------------------------------------------
@@ -162,19 +162,32 @@ class BatchNormInputs:
         return out
 
 
-def summarise_shift(per_layer: dict[str, float]) -> dict:
-    """Per-module means of the layer shifts, their early / middle / late means and the overall mean."""
+def shift_stages(model: DetectionModel) -> dict[str, range]:
+    """Module ranges of the shift profile: early (stem and stride-8 stages), middle (the rest of the backbone,
+    SPPF included) and late (the neck): P5 0-4 / 5-9 / 10-23, P6 0-4 / 5-11 / 12-32."""
+    groups = model_groups(model)
+    return {
+        "early": range(EARLY_MODULES),
+        "middle": range(EARLY_MODULES, len(groups["backbone"])),
+        "late": range(groups["neck"][0], groups["neck"][-1] + 1),
+    }
+
+
+def summarise_shift(per_layer: dict[str, float], stages: dict[str, range]) -> dict:
+    """Per-module means of the layer shifts, their means over ``stages`` (with each stage's first and last
+    module) and the overall mean."""
     by_module: dict[int, list[float]] = {}
     for name, value in per_layer.items():
         by_module.setdefault(int(name.split(".")[0]), []).append(value)
     per_module = {index: float(np.mean(values)) for index, values in sorted(by_module.items())}
-    stages = {
+    means = {
         stage: float(np.mean([v for i, v in per_module.items() if i in modules]))
-        for stage, modules in STAGES.items()
+        for stage, modules in stages.items()
         if any(i in modules for i in per_module)
     }
     return {
-        **stages,
+        **means,
+        "stages": {stage: [modules.start, modules.stop - 1] for stage, modules in stages.items()},
         "overall": float(np.mean(list(per_module.values()))),
         "per_module": {str(i): v for i, v in per_module.items()},
         "per_layer": per_layer,
@@ -183,7 +196,7 @@ def summarise_shift(per_layer: dict[str, float]) -> dict:
 
 @torch.no_grad()
 def shift_and_objectness(
-    model: nn.Module, loader, device: str | torch.device, on_batch: Callable[[int], None] | None = None
+    model: DetectionModel, loader, device: str | torch.device, on_batch: Callable[[int], None] | None = None
 ) -> dict:
     """One eval-mode pass: the BN shift profile and the detector's objectness on the images
     (``on_batch(n)`` after each batch of ``n`` images).
@@ -208,7 +221,7 @@ def shift_and_objectness(
                 on_batch(len(x))
     scores = torch.cat(top_k)
     return {
-        "shift": summarise_shift(inputs.shift()),
+        "shift": summarise_shift(inputs.shift(), shift_stages(model)),
         "objectness": {"mean_top_k": float(scores.mean()), "k": TOP_K_OBJECTNESS, "images": images},
         "forward_s_per_image": seconds / max(images, 1),
     }

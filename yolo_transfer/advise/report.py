@@ -5,7 +5,6 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from yolo_transfer.advise.measure import STAGES
 from yolo_transfer.advise.rules import FIELDS, HIGH_SHIFT, LOW_SHIFT
 
 BAR_WIDTH = 30
@@ -56,10 +55,9 @@ def shift_table(result: dict) -> Table:
     table = Table(title="Shift from the pretraining (symmetric KL of BatchNorm statistics)")
     for column in ("stage", "modules", "shift", "", "level"):
         table.add_column(column)
-    for stage, modules in STAGES.items():
+    for stage, (first, last) in shift["stages"].items():
         value = shift[stage]
-        span = f"{modules.start}-{modules.stop - 1}"
-        table.add_row(stage, span, f"{value:.3f}", _bar(value, full), _shift_word(value))
+        table.add_row(stage, f"{first}-{last}", f"{value:.3f}", _bar(value, full), _shift_word(value))
     table.add_row(
         "overall",
         "all",

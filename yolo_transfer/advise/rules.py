@@ -569,6 +569,14 @@ NOTES: list[Note] = [
         "yolo-transfer advise calibration on coco8 / raccoon / bccd",
     ),
     Note(
+        "a checkpoint of another size than the study's yolov5n",
+        lambda p: p.model_size != "n",
+        "the shift levels and the study behind the strategy rules were measured with the official yolov5n; "
+        "with yolov5{model_size} they are not measured: `yolo-transfer compare` checks the advice on your "
+        "data",
+        STUDY,
+    ),
+    Note(
         "more than 10% background images",
         lambda p: p.background_fraction > MAX_BACKGROUND,
         "{background_fraction:.0%} of the training images have no labels; 0-10% is the usual advice",
