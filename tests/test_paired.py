@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from yolo_transfer.compare.paired import BETTER, NOT_SEPARATED, paired_differences
-from yolo_transfer.compare.results import _recommend_paired, build_results, still_improving_note
+from yolo_transfer.compare.results import HEADLINE, build_results, recommend, still_improving_note
 from yolo_transfer.engine.image_stats import IMAGE_STATS_FILE, ImageStats, save_image_stats
 
 N_IMAGES = 40
@@ -127,6 +127,11 @@ def paired_with(winner: str, images: int, **comparisons: dict) -> dict:
     return {"winner": winner, "images": images, "comparisons": comparisons}
 
 
+def recommend_paired(table: dict[str, dict], paired: dict) -> dict:
+    """``compare``'s recommendation for a summary table whose best mAP50-95 has a winner, read paired."""
+    return recommend(table, [{"metric": HEADLINE, "winner": paired["winner"]}], paired)
+
+
 def test_a_cheaper_strategy_lower_in_every_seed_is_not_offered_as_the_alternative():
     """60 drone images of boats and cars, 100 epochs: freeze lost both seeds by 7-8 points, yet 23 val images
     could not separate it from staged; full split the seeds with staged."""
@@ -136,19 +141,19 @@ def test_a_cheaper_strategy_lower_in_every_seed_is_not_offered_as_the_alternativ
         full=comparison([-0.015, 0.019], (-0.051, 0.044)),
         freeze=comparison([0.069, 0.083], (-0.034, 0.154)),
     )  # fmt: skip
-    recommendation = _recommend_paired(table, paired)
+    recommendation = recommend_paired(table, paired)
     assert recommendation["strategy"] == "staged" and recommendation["not_separated"] == ["full", "freeze"]
     reason = recommendation["reason"]
     assert "freeze 0.076 lower (95% interval -0.034 to 0.154, lower in all 2 seeds)" in reason
     assert "costs the least" not in reason  # full is dearer than staged, and freeze lost in both seeds
     table["full"]["wall_seconds"]["mean"] = 200
-    reason = _recommend_paired(table, paired)["reason"]
+    reason = recommend_paired(table, paired)["reason"]
     assert reason.endswith(
         "Of the strategies not separated from staged and not lower in every seed, full costs the least wall "
         "time (200 s against 222 s)."
     )
     one_seed = paired_with("staged", 23, full=comparison([0.004], (-0.03, 0.04)))
-    assert _recommend_paired(table, one_seed)["reason"].endswith(
+    assert recommend_paired(table, one_seed)["reason"].endswith(
         "Of the strategies not separated from staged, full costs the least wall time (200 s against 222 s)."
     )
 
@@ -162,9 +167,9 @@ def test_no_cheaper_choice_when_every_strategy_took_the_same_time():
         full=comparison([-0.002, 0.008], (-0.045, 0.038)),
         freeze=comparison([-0.001, 0.017], (-0.025, 0.052)),
     )  # fmt: skip
-    reason = _recommend_paired(table, paired)["reason"]
+    reason = recommend_paired(table, paired)["reason"]
     assert "costs the least" not in reason and "full 0.003 lower" in reason
     table["full"]["wall_seconds"]["mean"] = 169.0  # 5% less: a real saving
-    assert _recommend_paired(table, paired)["reason"].endswith(
+    assert recommend_paired(table, paired)["reason"].endswith(
         "full costs the least wall time (169 s against 178 s)."
     )
