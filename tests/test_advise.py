@@ -161,7 +161,11 @@ def test_freeze_depth() -> None:
     tiny_similar = {"images": 40, **shift(LOW, LOW, LOW)}
     head_only = recommend(profile(**tiny_similar))  # every class known: the head-only strategy
     assert (head_only.strategy.value, head_only.freeze.value) == ("head-only", None)
-    assert recommend(profile(**tiny_similar, label_overlap=0.5)).freeze.value == "10"  # backbone
+    frozen = recommend(profile(**tiny_similar, label_overlap=0.5))
+    assert frozen.freeze.value == "10"  # the backbone
+    assert frozen.freeze.reason == "freeze the backbone (its first 10 modules); neck and head train"
+    p6 = profile(**tiny_similar, label_overlap=0.5, backbone_modules=12)
+    assert recommend(p6).freeze.value == "12"  # a P6 backbone
     assert recommend(profile()).freeze.value is None  # full: the strategy says what trains
 
 

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from rich.console import Console
 
 import yolo_transfer.advise as advise_package
@@ -116,5 +117,20 @@ def test_a_strategy_whose_time_plan_leaves_phases_out_is_not_what_the_budget_fit
 
 def test_reapply_rules_reads_the_model_size_from_the_checkpoint_for_older_files(data):
     saved = advise(data, DEMO, imgsz=64, max_images=8, budget="epochs=30", compute=False)
-    older = saved | {"settings": {k: v for k, v in saved["settings"].items() if k != "model_size"}}
-    assert advise_package.reapply_rules(older)["recommendation"] == saved["recommendation"]
+    assert (saved["settings"]["model_size"], saved["settings"]["backbone_modules"]) == ("n", 10)
+    read_later = {"model_size", "backbone_modules"}
+    older = saved | {"settings": {k: v for k, v in saved["settings"].items() if k not in read_later}}
+    again = advise_package.reapply_rules(older)
+    assert again["recommendation"] == saved["recommendation"] and again["settings"] == saved["settings"]
+
+
+def test_a_p6_checkpoint_is_measured_by_its_own_backbone(data, tmp_path):
+    from yolo_transfer.models import build_model
+    from yolo_transfer.models.checkpoint import save_model
+
+    torch.manual_seed(0)
+    weights = tmp_path / "yolov5n6.safetensors"
+    save_model(build_model("yolov5n6", nc=3, names=["a", "b", "c"]), weights, {})
+    saved = advise(data, weights, imgsz=64, max_images=8, budget="epochs=30", compute=False)
+    assert (saved["settings"]["model_size"], saved["settings"]["backbone_modules"]) == ("n", 12)
+    assert saved["shift"]["stages"] == {"early": [0, 4], "middle": [5, 11], "late": [12, 32]}

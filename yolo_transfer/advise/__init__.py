@@ -27,6 +27,7 @@ __all__ = ["advise", "advise_command", "reapply_rules", "recommend_strategy"]
 
 BATCH = 16  # images per forward pass when measuring
 WIDTHS = {"n": 0.25, "s": 0.5, "m": 0.75, "l": 1.0, "x": 1.25}  # width_multiple of the yolov5 sizes
+CHECKPOINT_SETTINGS = {"model_size", "backbone_modules"}  # the settings read from the checkpoint
 ADVISE_JSON = "advise.json"
 
 
@@ -94,7 +95,7 @@ def advise(
             "device": device,
             "budget": budget,
             "target_map": target_map,
-            "model_size": _model_size(metadata),
+            **_checkpoint_settings(model, metadata),
         },
         "scale": scale,
         "labels": labels,
@@ -109,10 +110,10 @@ def reapply_rules(saved: dict) -> dict:
     """A saved ``advise.json`` with today's rule table applied to its measurements: nothing is read or timed
     again, so a changed rule can be checked against earlier measurements (the transfer study's reports)."""
     settings = saved["settings"]
-    if "model_size" not in settings:  # written before the size was saved: read it from the checkpoint
+    if not settings.keys() >= CHECKPOINT_SETTINGS:  # saved before they were: read them from the checkpoint
         from yolo_transfer.models import load_model
 
-        settings = settings | {"model_size": _model_size(load_model(saved["weights"])[1])}
+        settings = _checkpoint_settings(*load_model(saved["weights"])) | settings
     budget = settings["budget"]
     if budget is not None and parse_budget(budget).kind == "time" and saved["compute"] is None:
         raise ConfigError(f"{saved['data']}: the saved advice has no timings for its time budget {budget}")
@@ -205,6 +206,7 @@ def _profile(measured: dict, budget: Budget | None) -> Profile:
         objectness=measured["objectness"]["mean_top_k"],
         anchor_fit=scale["box_sizes"]["anchor_fit"],
         model_size=settings["model_size"],
+        backbone_modules=settings["backbone_modules"],
         imgsz=settings["imgsz"],
         budget_epochs=budget_epochs,
         epochs_fit=epochs_fit,
@@ -218,10 +220,16 @@ def _all_phases_fit(entry: dict) -> bool:
     return entry.get("phases_fit", len(entry["phase_epoch_s"])) == len(entry["phase_epoch_s"])
 
 
-def _model_size(metadata: dict) -> str:
-    """n|s|m|l|x: the size whose width multiple (n 0.25 ... x 1.25) is closest to the checkpoint's."""
+def _checkpoint_settings(model, metadata: dict) -> dict:
+    """What the rules read from the checkpoint: its size, n|s|m|l|x (the size whose width multiple, n 0.25
+    ... x 1.25, is closest to the checkpoint's), and the number of its backbone modules (P5 10, P6 12)."""
+    from yolo_transfer.models import model_groups
+
     width = metadata["cfg"].get("width_multiple", 0.25)
-    return min(WIDTHS, key=lambda size: abs(WIDTHS[size] - width))
+    return {
+        "model_size": min(WIDTHS, key=lambda size: abs(WIDTHS[size] - width)),
+        "backbone_modules": len(model_groups(model)["backbone"]),
+    }
 
 
 def recommend_strategy(data: str | Path, weights: str | Path, **kwargs) -> str:

@@ -213,6 +213,7 @@ class Profile:
     objectness: float  # mean top-k objectness of the pretrained detector on target images
     anchor_fit: float = 1.0  # share of labels the checkpoint's anchors fit (yolov5 best possible recall)
     model_size: str = "n"  # n|s|m|l|x (from the checkpoint)
+    backbone_modules: int = 10  # the checkpoint's backbone: 10 modules in a P5 model, 12 in a P6
     imgsz: int = CALIBRATION_IMGSZ  # the image size the shift was measured at
     budget_epochs: int | None = None  # --budget epochs=N
     epochs_fit: dict[str, int] | None = None  # --budget time=MIN: epochs of each strategy that fit
@@ -421,8 +422,8 @@ RULES: list[Rule] = [
     Rule(
         "freeze strategy",
         lambda p, d: d["strategy"] == "freeze",
-        {"freeze": "10"},
-        "freeze the backbone (modules 0-9); neck and head train",
+        {"freeze": lambda p, d: str(p.backbone_modules)},
+        "freeze the backbone (its first {freeze} modules); neck and head train",
         FREEZE_TUTORIAL,
     ),
     Rule(
