@@ -475,6 +475,7 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     assert "15-minute budget" in middle.strategy.source  # the row held with 29 full epochs to freeze's 59-61
     tiny = recommend(profile(images=50, label_overlap=0.0, **shift(LOW, LOW, LOW)))
     assert tiny.strategy.rule.startswith("tiny data") and "raccoon-n50" in tiny.strategy.source
+    assert "another draw of 50 images of each" in tiny.strategy.source  # the row out of sample
     known = recommend(profile(images=50, **shift(HIGH, HIGH, HIGH)))
     assert known.strategy.value == "head-only" and "dawn_fog-n50" in known.strategy.source
     bound = recommend(profile(epochs_fit={"full": 6, "freeze": 10}, **shift(HIGH, HIGH, HIGH)))

@@ -92,7 +92,8 @@ STUDY_FAR = (
     "seeds 0-2: staged 0.256, full 0.250, freeze 0.239, not separated); 100 epochs, seeds 0 and 1, bccd: "
     "full 0.617, staged 0.613, yolov5 defaults 0.604, freeze 0.578 (separated); dawn_fog: full 0.277, staged "
     "0.276, freeze 0.220 (separated; best at its first epoch), yolov5 defaults 0.159 (seed 0); 50 images: "
-    "bccd-n50 full 0.419, staged 0.374, freeze 0.350 (separated); 100 images of dawn_fog, seeds 0-2: "
+    "bccd-n50 full 0.419, staged 0.374, freeze 0.350 (separated), another draw of 50, seeds 0-2 (run after "
+    "this row): full 0.446, staged 0.379, freeze 0.341 (separated); 100 images of dawn_fog, seeds 0-2: "
     "head-only 0.253, staged 0.253, full 0.253, freeze 0.229 (not separated); 100 images of bccd, seeds 0 "
     "and 1: full 0.550, staged 0.518, freeze 0.476 (both separated); time budgets fitting 25-28 full epochs: "
     "bccd, 7 minutes on a slow day (full 27), seeds 0 and 1: full 0.584, staged 0.574, freeze 0.552 (both "
@@ -126,7 +127,9 @@ STUDY_NEAR = (
 STUDY_MIDDLE = (
     f"{STUDY}: shift between the near and far rows, 30 epochs, seeds 0 and 1 - aerial_maritime (early 0.20, "
     "overall 0.23, 371 drone views) full 0.400, staged 0.381, freeze 0.330 (separated); with 50 of its "
-    "images full 0.162, staged 0.125, freeze 0.124 (both separated); with 100, full 0.253, staged 0.203, "
+    "images full 0.162, staged 0.125, freeze 0.124 (both separated), and with another draw of 50, seeds 0-2 "
+    "(run after this row), full 0.162, freeze 0.139, staged 0.119 (both separated); with 100, full 0.253, "
+    "staged 0.203, "
     "freeze 0.168 (both separated); the whole set under a 15-minute budget on a slow day (full 29 epochs, "
     "staged 35, freeze 59-61): full 0.405, staged 0.404, freeze 0.372; 100 epochs, seeds 0 and 1: full "
     "0.422, staged 0.420, yolov5 defaults 0.408 (not separated), freeze 0.382 (separated)"
@@ -134,7 +137,9 @@ STUDY_MIDDLE = (
 STUDY_TINY = (
     f"{STUDY}: 50 training images, same val images, seeds 0 and 1 - raccoon-n50 (shift 0.11) staged 0.700, "
     "full 0.693, freeze 0.691; license_plates-n50 (0.19) freeze 0.448, full 0.448, staged 0.446; freeze "
-    "within a point of the best in both for less compute (none separated)"
+    "within a point of the best in both for less compute (none separated); another draw of 50 images of "
+    "each, seeds 0-2, run after this row: raccoon freeze 0.698, full 0.679, staged 0.672 (not separated), "
+    "license_plates full 0.459, freeze 0.451 (not separated), staged 0.447 (separated)"
 )
 STUDY_KNOWN_TINY = (
     f"{STUDY}: 50 training images, every class a COCO class, seeds 0-2 - dawn_fog-n50 (six COCO classes in "
