@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -22,6 +23,9 @@ from yolo_transfer.engine.budget import Budget, epochs_for_images, parse_budget
 from yolo_transfer.engine.train_config import check_train_imgsz
 from yolo_transfer.engine.train_progress import counting_bars
 from yolo_transfer.errors import ConfigError
+
+if TYPE_CHECKING:  # for the annotation only: advise() imports the models when it runs
+    from yolo_transfer.models import DetectionModel
 
 __all__ = ["advise", "advise_command", "reapply_rules", "recommend_strategy"]
 
@@ -220,7 +224,7 @@ def _all_phases_fit(entry: dict) -> bool:
     return entry.get("phases_fit", len(entry["phase_epoch_s"])) == len(entry["phase_epoch_s"])
 
 
-def _checkpoint_settings(model, metadata: dict) -> dict:
+def _checkpoint_settings(model: DetectionModel, metadata: dict) -> dict:
     """What the rules read from the checkpoint: its size, n|s|m|l|x (the size whose width multiple, n 0.25
     ... x 1.25, is closest to the checkpoint's), and the number of its backbone modules (P5 10, P6 12)."""
     from yolo_transfer.models import model_groups

@@ -129,10 +129,9 @@ STUDY_MIDDLE = (
     "overall 0.23, 371 drone views) full 0.400, staged 0.381, freeze 0.330 (separated); with 50 of its "
     "images full 0.162, staged 0.125, freeze 0.124 (both separated), and with another draw of 50, seeds 0-2 "
     "(run after this row), full 0.162, freeze 0.139, staged 0.119 (both separated); with 100, full 0.253, "
-    "staged 0.203, "
-    "freeze 0.168 (both separated); the whole set under a 15-minute budget on a slow day (full 29 epochs, "
-    "staged 35, freeze 59-61): full 0.405, staged 0.404, freeze 0.372; 100 epochs, seeds 0 and 1: full "
-    "0.422, staged 0.420, yolov5 defaults 0.408 (not separated), freeze 0.382 (separated)"
+    "staged 0.203, freeze 0.168 (both separated); the whole set under a 15-minute budget on a slow day (full "
+    "29 epochs, staged 35, freeze 59-61): full 0.405, staged 0.404, freeze 0.372; 100 epochs, seeds 0 and 1: "
+    "full 0.422, staged 0.420, yolov5 defaults 0.408 (not separated), freeze 0.382 (separated)"
 )
 STUDY_TINY = (
     f"{STUDY}: 50 training images, same val images, seeds 0 and 1 - raccoon-n50 (shift 0.11) staged 0.700, "
