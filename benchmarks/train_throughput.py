@@ -151,11 +151,11 @@ def row_limit(before: float, after: float) -> tuple[float, bool]:
 
 def report(args: argparse.Namespace, results: dict[str, dict], seconds: float) -> Table:
     device = select_device(args.device)
-    limits = {
-        train_job: row_limit(*(results[f"{when}:{train_job}"]["img_per_s"] for when in ("before", "after")))
+    limit_runs = {  # each trainer's limit runs just before and just after it, img/s
+        train_job: tuple(results[f"{when}:{train_job}"]["img_per_s"] for when in ("before", "after"))
         for _, _, train_job in ROWS
     }
-    unsteady = not all(steady for _, steady in limits.values())
+    unsteady = not all(row_limit(*runs)[1] for runs in limit_runs.values())
     table = Table(
         title=f"train throughput: yolov5n ({Path(args.weights).name}) on {Path(args.data).parent.name}, "
         f"{args.imgsz} px, batch {args.batch}, {args.epochs} epoch(s), {device}",
@@ -169,8 +169,8 @@ def report(args: argparse.Namespace, results: dict[str, dict], seconds: float) -
     table.add_column("peak RSS MB", justify="right")
     table.add_column("of it imports MB", justify="right")
     for name, _, train_job in ROWS:
-        before, after = (results[f"{when}:{train_job}"]["img_per_s"] for when in ("before", "after"))
-        (limit, steady), trained = limits[train_job], results[train_job]
+        before, after = limit_runs[train_job]
+        (limit, steady), trained = row_limit(before, after), results[train_job]
         speed, breakdown = trained["img_per_s"], trained["breakdown"]
         later = trained["later_img_per_s"]
         table.add_row(
