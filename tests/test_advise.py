@@ -458,7 +458,7 @@ def test_advise_json_output(official_weights: Path, capsys: pytest.CaptureFixtur
 def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     """Both sides of the shift threshold name the measured cases that put full fine-tuning first (the far
     row also those it missed); the tiny-data and compute-bound rows name the cases where the frozen backbone
-    held its own, and tiny data's halved batch the runs at the advised batch."""
+    held its own, and tiny data's halved batch the runs at the advised batch (two draws)."""
     far = recommend(profile(label_overlap=0.0, **shift(HIGH, HIGH, HIGH)))
     assert far.strategy.rule == "high shift"
     assert "docs/advisor-study.md" in far.strategy.source and "bccd" in far.strategy.source
@@ -481,3 +481,4 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     bound = recommend(profile(epochs_fit={"full": 6, "freeze": 10}, **shift(HIGH, HIGH, HIGH)))
     assert bound.strategy.rule.startswith("time budget") and "1-minute budget" in bound.strategy.source
     assert "batch 8 vs 16" in tiny.batch.source and "batch 8 vs 16" not in middle.batch.source
+    assert "another draw of 50 images of four of them" in tiny.batch.source  # the batch row out of sample

@@ -153,7 +153,10 @@ STUDY_KNOWN_TINY = (
 STUDY_TINY_BATCH = (
     f"{STUDY}: 50 training images, seed 0, the advised strategy at batch 8 vs 16 - dawn_fog-n50 head-only "
     "0.245 vs 0.253, aerial_maritime-n50 full 0.184 vs 0.168, bccd-n50 full 0.449 vs 0.429, raccoon-n50 "
-    "freeze 0.669 vs 0.685, license_plates-n50 freeze 0.463 vs 0.453 (+0.004 on average)"
+    "freeze 0.669 vs 0.685, license_plates-n50 freeze 0.463 vs 0.453 (+0.004 on average); another draw of 50 "
+    "images of four of them, seeds 0-2, run after this row: raccoon freeze 0.694 vs 0.698, license_plates "
+    "freeze 0.456 vs 0.451, bccd full 0.454 vs 0.442 (separated), aerial_maritime full 0.166 vs 0.162 "
+    "(+0.004)"
 )
 STUDY_COMPUTE = (
     f"{STUDY}: a 1-minute budget on a 2-core CPU, each strategy the epochs it fits (full 4-10), seeds 0 "
