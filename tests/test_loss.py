@@ -163,3 +163,31 @@ def test_loss_and_its_backward_call_nonzero_once(three_class_model):
     ops = [event.name for event in prof.events()]
     assert ops.count("aten::nonzero") == 1
     assert all(len(level[0]) for level in compute_loss.build_targets(preds, targets))  # every level trains
+
+
+def test_crowded_cells_give_the_same_loss_every_time(three_class_model):
+    """Targets that share grid cells (dense objects: bccd's cells) write the objectness target of the last one,
+    as a serial write and torch's deterministic mode (yolov5 train.py's setting) do: repeated losses and their
+    gradients are bit-identical, where the plain indexed write raced between CPU threads."""
+    generator = torch.Generator().manual_seed(1)
+    centres = 0.5 + 0.05 * torch.randn(8 * 400, 2, generator=generator)  # 400 boxes a crowded image
+    sizes = 0.04 + 0.02 * torch.rand(8 * 400, 2, generator=generator)
+    images = torch.arange(8).repeat_interleave(400).unsqueeze(1).float()
+    classes = torch.randint(0, 3, (8 * 400, 1), generator=generator).float()
+    targets = torch.cat((images, classes, centres, sizes), 1)
+    compute_loss = ComputeLoss(three_class_model, load_hyp("low"))
+
+    def loss_and_grads() -> list[torch.Tensor]:
+        preds = raw_predictions(three_class_model, batch_size=8)
+        loss, _ = compute_loss(preds, targets)
+        loss.backward()
+        return [loss.detach(), *(pred.grad for pred in preds)]
+
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        deterministic = loss_and_grads()
+    finally:
+        torch.use_deterministic_algorithms(before)
+    for _ in range(5):
+        assert all(torch.equal(a, b) for a, b in zip(loss_and_grads(), deterministic, strict=True))

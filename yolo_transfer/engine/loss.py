@@ -99,7 +99,12 @@ class ComputeLoss:
                 box_loss = ciou_loss(torch.cat((pxy, pwh), 1), target_box)
                 lbox += box_loss.mean()
                 ciou = (1.0 - box_loss).detach().clamp(0)  # objectness target at the positive cells
-                target_obj.view(-1)[cells] = ciou.to(target_obj.dtype)
+                # targets sharing a cell all write the last one's value, as a serial write would: differing
+                # duplicates in one indexed write race between threads (runs differed from the 6th digit on)
+                order = torch.arange(len(cells), device=device)
+                last = torch.full_like(target_obj, -1, dtype=torch.long).view(-1)
+                last.scatter_reduce_(0, cells, order, "amax")  # max: the same whatever the order; no sync
+                target_obj.view(-1)[cells] = ciou[last[cells]].to(target_obj.dtype)
                 if self.nc > 1:  # one class: objectness alone decides
                     cls_target = torch.full_like(pcls, self.cls_negative)
                     cls_target.scatter_(1, target_cls.unsqueeze(1), self.cls_positive)
