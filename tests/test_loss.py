@@ -166,9 +166,9 @@ def test_loss_and_its_backward_call_nonzero_once(three_class_model):
 
 
 def test_crowded_cells_give_the_same_loss_every_time(three_class_model):
-    """Targets that share grid cells (dense objects: bccd's cells) write the objectness target of the last one,
-    as a serial write and torch's deterministic mode (yolov5 train.py's setting) do: repeated losses and their
-    gradients are bit-identical, where the plain indexed write raced between CPU threads."""
+    """Targets that share grid cells (dense objects: bccd's cells) write the objectness target of the last
+    one, as a serial write and torch's deterministic mode (yolov5 train.py's setting) do: repeated losses and
+    their gradients are bit-identical, where the plain indexed write raced between CPU threads."""
     generator = torch.Generator().manual_seed(1)
     centres = 0.5 + 0.05 * torch.randn(8 * 400, 2, generator=generator)  # 400 boxes a crowded image
     sizes = 0.04 + 0.02 * torch.rand(8 * 400, 2, generator=generator)
