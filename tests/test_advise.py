@@ -47,6 +47,7 @@ def shift(early: float, middle: float, late: float) -> dict[str, float]:
 RACCOON = shift(0.05, 0.09, 0.17)  # the shift measured on raccoon (natural photos) at 320 px
 LICENSE_PLATES = shift(0.05, 0.18, 0.27)  # ... on 100 license_plates images
 DAWN_FOG = shift(1.16, 0.32, 0.42)  # ... on dawn_fog (COCO classes in fog)
+THERMAL = shift(9.93, 0.42, 0.42)  # ... on dawn_fog through a simulated thermal-like sensor
 DAWN_FOG_T7 = {"full": 32, "freeze": 57, "staged": 37}  # the advisor's fit of 7 minutes on dawn_fog
 LARGE = {"images": 5000, "min_class_instances": 4000, "val_images": 1000}
 
@@ -59,6 +60,8 @@ STRATEGY_CASES = [
     (profile(images=50, objectness=0.59, **shift(1.03, 0.33, 0.42)), "head-only", "tiny data whose"),
     # aerial_maritime's boats and cars: tiny, every class known, but seen from a drone (objectness 0.32)
     (profile(images=60, objectness=0.32, **shift(0.23, 0.23, 0.25)), "full", "otherwise"),
+    # dawn_fog-n50 through a simulated thermal-like sensor: the detector sees less (0.39); head-only lost
+    (profile(images=50, objectness=0.39, **THERMAL), "full", "high shift"),
     (profile(images=100, **shift(1.08, 0.32, 0.42)), "full", "high shift"),  # dawn_fog-n100: not tiny
     (profile(images=50, label_overlap=0.5, **shift(HIGH, HIGH, HIGH)), "full", "high shift"),  # one class new
     (profile(images=50, epochs_fit={"full": 4, "freeze": 8}), "head-only", "tiny data whose"),  # cheapest
@@ -100,6 +103,9 @@ STRATEGY_CASES = [
     # far data of known classes under a time budget: staged's cheaper frozen phase buys epochs (dawn_fog t7)
     (profile(epochs_fit=DAWN_FOG_T7, **DAWN_FOG), "staged", "high shift, every class known"),
     (profile(label_overlap=0.0, epochs_fit=DAWN_FOG_T7, **DAWN_FOG), "full", "high shift"),  # bccd-like
+    # dawn_fog through a simulated thermal-like sensor at 3 minutes, as the advisor fitted it: staged first
+    (profile(epochs_fit={"full": 26, "freeze": 45, "staged": 30}, **THERMAL), "staged", "high shift, every"),
+    (profile(budget_epochs=30, **THERMAL), "full", "high shift"),  # at 30 epochs full and staged were level
     (profile(label_overlap=0.5, epochs_fit=DAWN_FOG_T7, **DAWN_FOG), "full", "high shift"),  # one class new
     (profile(budget_epochs=30, **DAWN_FOG), "full", "high shift"),  # an epoch budget: no extra epochs
     (profile(epochs_fit={"full": 30, "freeze": 50, "staged": 30}, **DAWN_FOG), "full", "high shift"),
@@ -145,6 +151,7 @@ def test_far_known_classes_time_budget_row_names_the_epochs_and_cites_dawn_fog()
     assert "3 minutes (full 25, staged 30 epochs) 0.267 vs 0.231 (separated)" in rec.strategy.source
     assert "at 30 epochs each, no extra epochs, staged 0.256 vs full 0.250" in rec.strategy.source
     assert "LP-FT (Kumar et al., ICLR 2022)" in rec.strategy.source
+    assert "staged 28-29 epochs), seeds 0 and 1: 0.210 vs 0.204" in rec.strategy.source  # a simulated sensor
     assert rec.freeze.value is None  # staged carries its own phases
     assert rec.epochs.value == 37  # the epochs of staged that fit, not of full
 
@@ -466,6 +473,8 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     assert far.strategy.rule == "high shift"
     assert "docs/advisor-study.md" in far.strategy.source and "bccd" in far.strategy.source
     assert "the two cases where this row missed" in far.strategy.source  # dawn_fog under time budgets
+    assert "simulated thermal-like sensor (shift 3.05-3.08" in far.strategy.source  # out of sample
+    assert "freeze 0.119 (separated)" in far.strategy.source
     near = recommend(profile(**RACCOON))
     assert near.strategy.rule.startswith("low shift")
     assert "raccoon" in near.strategy.source and "license_plates" in near.strategy.source
@@ -483,6 +492,7 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     assert "freeze 0.519 (neither separated" in tiny.strategy.source  # license_plates: freeze 1.6 behind full
     known = recommend(profile(images=50, **shift(HIGH, HIGH, HIGH)))
     assert known.strategy.value == "head-only" and "dawn_fog-n50" in known.strategy.source
+    assert "simulated thermal-like sensor (objectness 0.39)" in known.strategy.source  # the bound held
     bound = recommend(profile(epochs_fit={"full": 6, "freeze": 10}, **shift(HIGH, HIGH, HIGH)))
     assert bound.strategy.rule.startswith("time budget") and "1-minute budget" in bound.strategy.source
     assert "batch 8 vs 16" in tiny.batch.source and "batch 8 vs 16" not in middle.batch.source

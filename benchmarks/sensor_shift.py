@@ -1,0 +1,75 @@
+"""A YOLO copy of a dataset as a simulated single-channel, thermal-like sensor would see it.
+
+The study uses it for data of classes the checkpoint knows, taken with another sensor (issue 10's held-out
+task), which ``../shared`` does not hold: dawn_fog's road scenes rendered with inverted luminance (bright
+where the visible image is dark, as warm bodies are in long-wave infrared), at half the resolution, with
+sensor noise, as three equal channels. It is a model of a sensor change, not a thermal camera: the
+study reports it as simulated and calibrates no rule on it alone. Labels are kept (the pixels are
+EXIF-corrected, so the boxes stay right); the noise is seeded per image, so a copy is reproducible. ::
+
+    python benchmarks/sensor_shift.py runs/study/subsets/dawn_fog-n100/data.yaml \\
+        --out runs/study/subsets/dawn_fog-thermal-n100
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from yolo_transfer.data import load_dataset
+from yolo_transfer.data.convert import write_yolo_dataset
+
+NOISE_SIGMA = 6.0  # grey levels
+RESOLUTION = 0.5  # of each side
+
+
+def thermal_like(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``image`` (BGR uint8) as inverted, half-resolution, noisy luminance in three equal channels."""
+    inverted = 255 - cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    height, width = inverted.shape
+    small = (max(1, round(width * RESOLUTION)), max(1, round(height * RESOLUTION)))
+    blurred = cv2.resize(cv2.resize(inverted, small, interpolation=cv2.INTER_AREA), (width, height))
+    noisy = blurred.astype(np.float32) + rng.normal(0.0, NOISE_SIGMA, blurred.shape).astype(np.float32)
+    return cv2.cvtColor(np.clip(noisy, 0, 255).round().astype(np.uint8), cv2.COLOR_GRAY2BGR)
+
+
+def sensor_copy(data: str | Path, out: str | Path) -> Path:
+    """Write ``data`` (any dataset yolo-transfer reads) to ``out`` with every image made `thermal_like`;
+    return its data.yaml. An existing copy is reused."""
+    out = Path(out)
+    yaml_path = out / "data.yaml"
+    if yaml_path.is_file():
+        return yaml_path
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    write_yolo_dataset(load_dataset(data, val_fraction=0.2, seed=0), partial)
+    for path in sorted((partial / "images").rglob("*")):
+        if path.is_file():
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            rng = np.random.default_rng(zlib.crc32(path.relative_to(partial).as_posix().encode()))
+            target = path.with_suffix(".png")  # lossless: JPEG would smooth the noise away
+            cv2.imwrite(str(target), thermal_like(image, rng))
+            if target != path:
+                path.unlink()
+    partial.rename(out)  # write_yolo_dataset records the absolute root: rewrite it for the final folder
+    yaml_path.write_text(yaml_path.read_text().replace(str(partial.resolve()), str(out.resolve())))
+    return yaml_path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("data", help="data.yaml (or any dataset yolo-transfer reads)")
+    parser.add_argument("--out", required=True, help="output folder (reused if it holds a finished copy)")
+    args = parser.parse_args()
+    print(f"wrote {sensor_copy(args.data, args.out)}")
+
+
+if __name__ == "__main__":
+    main()
