@@ -103,7 +103,7 @@ STRATEGY_CASES = [
     # far data of known classes under a time budget: staged's cheaper frozen phase buys epochs (dawn_fog t7)
     (profile(epochs_fit=DAWN_FOG_T7, **DAWN_FOG), "staged", "high shift, every class known"),
     (profile(label_overlap=0.0, epochs_fit=DAWN_FOG_T7, **DAWN_FOG), "full", "high shift"),  # bccd-like
-    # dawn_fog through a simulated thermal-like sensor at 3 minutes, as the advisor fitted it: staged first
+    # dawn_fog through a simulated thermal-like sensor, 3 minutes as advise fitted them (staged 0.5 behind)
     (profile(epochs_fit={"full": 26, "freeze": 45, "staged": 30}, **THERMAL), "staged", "high shift, every"),
     (profile(budget_epochs=30, **THERMAL), "full", "high shift"),  # at 30 epochs full and staged were level
     (profile(label_overlap=0.5, epochs_fit=DAWN_FOG_T7, **DAWN_FOG), "full", "high shift"),  # one class new
@@ -151,7 +151,7 @@ def test_far_known_classes_time_budget_row_names_the_epochs_and_cites_dawn_fog()
     assert "3 minutes (full 25, staged 30 epochs) 0.267 vs 0.231 (separated)" in rec.strategy.source
     assert "at 30 epochs each, no extra epochs, staged 0.256 vs full 0.250" in rec.strategy.source
     assert "LP-FT (Kumar et al., ICLR 2022)" in rec.strategy.source
-    assert "staged 28-29 epochs), seeds 0 and 1: 0.210 vs 0.204" in rec.strategy.source  # a simulated sensor
+    assert "staged 28-29 epochs), seeds 0-2: 0.209 vs 0.214" in rec.strategy.source  # a simulated sensor
     assert rec.freeze.value is None  # staged carries its own phases
     assert rec.epochs.value == 37  # the epochs of staged that fit, not of full
 

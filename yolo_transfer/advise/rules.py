@@ -115,8 +115,8 @@ STUDY_FAR_KNOWN = (
     "0.252, and another draw of 100 images, 3 minutes on a fast day (full 39-46, staged 48-50), seeds 0-2: "
     "0.225 vs 0.223 (freeze 0.217); at 30 epochs each, no extra epochs, staged 0.256 vs full 0.250 (a "
     "later rerun, seeds 0-2; 0.246 vs 0.258 in the first two seeds of the study); run after this row, the "
-    "whole set through a simulated thermal-like sensor (shift 3.08), 3 minutes (full 25, staged 28-29 "
-    "epochs), seeds 0 and 1: 0.210 vs 0.204, freeze 0.122 (separated)"
+    "whole set through a simulated thermal-like sensor (shift 3.08), 3 minutes (full 24-25, staged 28-29 "
+    "epochs), seeds 0-2: 0.209 vs 0.214 (staged ahead in two), freeze 0.124 (separated)"
 )
 STUDY_NEAR = (
     f"{STUDY}: early shift < {NEAR_EARLY_SHIFT} and shift < {LOW_SHIFT} - 30 epochs, seeds 0-2: raccoon "
