@@ -1,14 +1,23 @@
-"""A YOLO copy of a dataset as a simulated single-channel, thermal-like sensor would see it.
+"""A YOLO copy of a dataset as a simulated camera of another kind would see it.
 
 The study uses it for data of classes the checkpoint knows, taken with another sensor (issue 10's held-out
-task), which ``../shared`` does not hold: dawn_fog's road scenes rendered with inverted luminance (bright
-where the visible image is dark, as warm bodies are in long-wave infrared), at half the resolution, with
-sensor noise, as three equal channels. It is a model of a sensor change, not a thermal camera: the
-study reports it as simulated and calibrates no rule on it alone. Labels are kept (the pixels are
-EXIF-corrected, so the boxes stay right); the noise is seeded per image, so a copy is reproducible. ::
+task), which ``../shared`` does not hold. Two sensors:
+
+- ``thermal`` (default): inverted luminance (bright where the visible image is dark, as warm bodies are in
+  long-wave infrared), at half the resolution, with sensor noise, as three equal channels;
+- ``mono``: a monochrome camera, luminance at full resolution with light sensor noise, as three equal
+  channels; ``--colour`` keeps a share of the original colours (a camera with weak colour).
+
+Each is a model of a sensor change, not a real camera, and the study reports it as simulated. Labels are
+kept (the pixels are EXIF-corrected, so the boxes stay right); the noise is seeded per image, so a copy is
+reproducible. ::
 
     python benchmarks/sensor_shift.py runs/study/subsets/dawn_fog-n100/data.yaml \\
         --out runs/study/subsets/dawn_fog-thermal-n100
+    python benchmarks/sensor_shift.py runs/study/subsets/dawn_fog-n50/data.yaml --sensor mono \\
+        --out runs/study/subsets/dawn_fog-mono-n50
+    python benchmarks/sensor_shift.py runs/study/subsets/dawn_fog-n50/data.yaml --sensor mono --colour 0.2 \\
+        --out runs/study/subsets/dawn_fog-mono20-n50
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from yolo_transfer.data.convert import write_yolo_dataset
 
 NOISE_SIGMA = 6.0  # grey levels
 RESOLUTION = 0.5  # of each side
+MONO_NOISE_SIGMA = 3.0  # grey levels
 
 
 def thermal_like(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -38,9 +48,19 @@ def thermal_like(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.cvtColor(np.clip(noisy, 0, 255).round().astype(np.uint8), cv2.COLOR_GRAY2BGR)
 
 
-def sensor_copy(data: str | Path, out: str | Path) -> Path:
-    """Write ``data`` (any dataset yolo-transfer reads) to ``out`` with every image made `thermal_like`;
-    return its data.yaml. An existing copy is reused."""
+def monochrome(image: np.ndarray, rng: np.random.Generator, colour: float = 0.0) -> np.ndarray:
+    """``image`` (BGR uint8) as full-resolution luminance with light noise; ``colour`` (0-1) is the share of
+    the original colours kept (0: three equal channels)."""
+    luminance = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    noise = rng.normal(0.0, MONO_NOISE_SIGMA, luminance.shape).astype(np.float32)
+    mixed = colour * image.astype(np.float32) + (1.0 - colour) * luminance[..., None]
+    return np.clip(mixed + noise[..., None], 0, 255).round().astype(np.uint8)
+
+
+def sensor_copy(data: str | Path, out: str | Path, sensor: str = "thermal", colour: float = 0.0) -> Path:
+    """Write ``data`` (any dataset yolo-transfer reads) to ``out`` with every image seen by ``sensor``
+    ("thermal" or "mono", keeping ``colour`` of the colours); return its data.yaml. An existing copy is
+    reused."""
     out = Path(out)
     yaml_path = out / "data.yaml"
     if yaml_path.is_file():
@@ -53,7 +73,8 @@ def sensor_copy(data: str | Path, out: str | Path) -> Path:
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             rng = np.random.default_rng(zlib.crc32(path.relative_to(partial).as_posix().encode()))
             target = path.with_suffix(".png")  # lossless: JPEG would smooth the noise away
-            cv2.imwrite(str(target), thermal_like(image, rng))
+            pixels = thermal_like(image, rng) if sensor == "thermal" else monochrome(image, rng, colour)
+            cv2.imwrite(str(target), pixels)
             if target != path:
                 path.unlink()
     partial.rename(out)  # write_yolo_dataset records the absolute root: rewrite it for the final folder
@@ -67,8 +88,14 @@ def main() -> None:
     )
     parser.add_argument("data", help="data.yaml (or any dataset yolo-transfer reads)")
     parser.add_argument("--out", required=True, help="output folder (reused if it holds a finished copy)")
+    parser.add_argument("--sensor", choices=("thermal", "mono"), default="thermal", help="simulated sensor")
+    parser.add_argument(
+        "--colour", type=float, default=0.0, help="mono: share of the original colours kept (0 to 1)"
+    )
     args = parser.parse_args()
-    print(f"wrote {sensor_copy(args.data, args.out)}")
+    if not 0.0 <= args.colour <= 1.0:
+        parser.error(f"--colour {args.colour}: must be between 0 and 1")
+    print(f"wrote {sensor_copy(args.data, args.out, args.sensor, args.colour)}")
 
 
 if __name__ == "__main__":

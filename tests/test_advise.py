@@ -48,6 +48,7 @@ RACCOON = shift(0.05, 0.09, 0.17)  # the shift measured on raccoon (natural phot
 LICENSE_PLATES = shift(0.05, 0.18, 0.27)  # ... on 100 license_plates images
 DAWN_FOG = shift(1.16, 0.32, 0.42)  # ... on dawn_fog (COCO classes in fog)
 THERMAL = shift(9.93, 0.42, 0.42)  # ... on dawn_fog through a simulated thermal-like sensor
+MONO = shift(10.14, 0.39, 0.41)  # ... through a simulated monochrome camera
 DAWN_FOG_T7 = {"full": 32, "freeze": 57, "staged": 37}  # the advisor's fit of 7 minutes on dawn_fog
 LARGE = {"images": 5000, "min_class_instances": 4000, "val_images": 1000}
 
@@ -62,6 +63,13 @@ STRATEGY_CASES = [
     (profile(images=60, objectness=0.32, **shift(0.23, 0.23, 0.25)), "full", "otherwise"),
     # dawn_fog-n50 through a simulated thermal-like sensor: the detector sees less (0.39); head-only lost
     (profile(images=50, objectness=0.39, **THERMAL), "full", "high shift"),
+    # ... through a simulated monochrome camera: the detector sees them (0.52), but head-only lost 6.3 points
+    (profile(images=50, objectness=0.52, **MONO), "full", "high shift"),
+    # ... keeping a fifth of the colour (early shift 4.56): head-only 1.9 behind; keeping half (1.93): first
+    (profile(images=50, objectness=0.55, **shift(4.56, 0.37, 0.42)), "full", "high shift"),
+    (profile(images=50, objectness=0.57, **shift(1.93, 0.35, 0.42)), "head-only", "tiny data whose"),
+    (profile(images=50, **shift(rules.COLOUR_EARLY_SHIFT - 0.01, LOW, LOW)), "head-only", "tiny data whose"),
+    (profile(images=50, **shift(rules.COLOUR_EARLY_SHIFT, LOW, LOW)), "full", "high shift"),  # the bound: 3.0
     (profile(images=100, **shift(1.08, 0.32, 0.42)), "full", "high shift"),  # dawn_fog-n100: not tiny
     (profile(images=50, label_overlap=0.5, **shift(HIGH, HIGH, HIGH)), "full", "high shift"),  # one class new
     (profile(images=50, epochs_fit={"full": 4, "freeze": 8}), "head-only", "tiny data whose"),  # cheapest
@@ -493,6 +501,8 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     known = recommend(profile(images=50, **shift(HIGH, HIGH, HIGH)))
     assert known.strategy.value == "head-only" and "dawn_fog-n50" in known.strategy.source
     assert "simulated thermal-like sensor (objectness 0.39)" in known.strategy.source  # the bound held
+    assert "early-layer shift 1.00 < 3.0" in known.strategy.reason
+    assert "simulated monochrome camera" in known.strategy.source  # ... and the early-shift bound's cases
     bound = recommend(profile(epochs_fit={"full": 6, "freeze": 10}, **shift(HIGH, HIGH, HIGH)))
     assert bound.strategy.rule.startswith("time budget") and "1-minute budget" in bound.strategy.source
     assert "batch 8 vs 16" in tiny.batch.source and "batch 8 vs 16" not in middle.batch.source

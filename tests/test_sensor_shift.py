@@ -1,4 +1,4 @@
-"""benchmarks/sensor_shift.py: a dataset seen through a simulated thermal-like sensor, for the study."""
+"""benchmarks/sensor_shift.py: a dataset seen through a simulated sensor (thermal-like, monochrome)."""
 
 import cv2
 import numpy as np
@@ -29,6 +29,24 @@ def test_thermal_like_inverts_luminance_at_lower_resolution_in_three_equal_chann
     assert np.array_equal(out, again)
 
 
+def test_monochrome_keeps_luminance_and_resolution_with_light_noise_in_three_equal_channels(sensor_shift):
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[:, 30:] = (0, 0, 255)  # black left half, red right half (luminance 76)
+    image[10, 5] = (255, 255, 255)  # one white pixel: kept at full resolution
+    out = sensor_shift.monochrome(image, np.random.default_rng(0))
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
+    assert abs(out[:, 35:, 0].mean() - 76) < 1  # not inverted: red's luminance, not 255 - 76
+    assert out[10, 5, 0] > 240
+    assert 2 < out[:, 35:, 0].astype(float).std() < 4  # sensor noise of 3 grey levels
+    assert np.array_equal(out, sensor_shift.monochrome(image, np.random.default_rng(0)))
+
+    weak = sensor_shift.monochrome(image, np.random.default_rng(0), colour=0.2).astype(float)
+    red = weak[:, 35:].mean(axis=(0, 1))  # a fifth of red's colour kept: 0.2 * (0, 0, 255) + 0.8 * 76
+    assert np.allclose(red, (61, 61, 112), atol=1)
+    assert np.array_equal(weak[..., 0], weak[..., 1])  # the same noise in every channel, as out's
+
+
 def test_sensor_copy_keeps_labels_and_splits_and_leaves_the_source_alone(sensor_shift, tmp_path):
     source = tmp_path / "source"
     for split, colour in (("train", 40), ("val", 200)):
@@ -55,3 +73,6 @@ def test_sensor_copy_keeps_labels_and_splits_and_leaves_the_source_alone(sensor_
     stamp = out.stat().st_mtime_ns
     again = sensor_shift.sensor_copy(source / "data.yaml", tmp_path / "thermal")  # reused, not rewritten
     assert again == out and out.stat().st_mtime_ns == stamp
+
+    mono = load_dataset(sensor_shift.sensor_copy(source / "data.yaml", tmp_path / "mono", sensor="mono"))
+    assert abs(cv2.imread(str(mono.val[0].image)).mean() - 200) < 2  # the same image, not inverted

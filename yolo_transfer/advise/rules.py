@@ -29,6 +29,9 @@ HIGH_SHIFT = 0.5  # ... at or above this: "far from the pretraining"
 NEAR_EARLY_SHIFT = 0.1
 CALIBRATION_IMGSZ = 320  # the shift thresholds hold at this image size (COCO's own images: 0.26 at 160)
 OBJECT_LIKE = 0.5  # mean top-10 objectness of the pretrained detector: coco8 0.65, raccoon 0.68, bccd 0.35
+# early-layer shift below this: colour pixels like the pretraining's - every real set 0.05-1.34, dawn_fog with
+# half its colour (simulated) 1.93; with a fifth 4.56, monochrome 10.1, thermal-like 9.9 (STUDY_KNOWN_TINY)
+COLOUR_EARLY_SHIFT = 3.0
 COMPUTE_BOUND_EPOCHS = 10  # at most this many epochs of full fine-tuning is "compute-bound" (STUDY_COMPUTE)
 NEAR_COMPUTE_BOUND_EPOCHS = 20  # near data: freeze led or tied up to 20-26 full epochs (STUDY_COMPUTE_NEAR)
 FREEZE_SPEEDUP = 1.25  # freezing must buy at least this many more epochs to pay off (#1314: ~23% less time)
@@ -157,7 +160,11 @@ STUDY_KNOWN_TINY = (
     "detector does not see the objects: aerial_maritime's boats and cars from a drone (60 images, "
     "objectness 0.32) head-only 0.191, freeze 0.350, full 0.412, staged 0.447; untrained 0.125; nor, run "
     "after this row, those 50 foggy images through a simulated thermal-like sensor (objectness 0.39), "
-    "seeds 0-2: staged 0.151, full 0.146, head-only 0.115, freeze 0.115; untrained 0.110"
+    "seeds 0-2: staged 0.151, full 0.146, head-only 0.115, freeze 0.115; untrained 0.110. Nor, run after "
+    "this row, through a simulated monochrome camera that keeps a fifth of the colour (early shift 4.56, "
+    "objectness 0.55), seeds 0-2: staged 0.216, full 0.215, head-only 0.198 (untrained 0.195), or none "
+    "(10.1, 0.52): full 0.225, staged 0.224, head-only 0.162 (0.151) - the early-shift bound; with half the "
+    "colour (1.93, 0.57) head-only 0.249 first, staged 0.237, freeze 0.237, full 0.228 (0.246)"
 )
 STUDY_TINY_BATCH = (
     f"{STUDY}: 50 training images, seed 0, the advised strategy at batch 8 vs 16 - dawn_fog-n50 head-only "
@@ -344,13 +351,19 @@ def _fitting_epochs(p: Profile, d: dict[str, Any]) -> int:
 RULES: list[Rule] = [
     # strategy: the first matching row wins
     Rule(
-        "tiny data whose classes the checkpoint already knows and whose objects it already sees",
-        lambda p, d: p.images < TINY_DATA_IMAGES and p.label_overlap >= 1.0 and p.objectness >= OBJECT_LIKE,
+        "tiny data whose classes the checkpoint already knows and whose objects it already sees, in colour",
+        lambda p, d: (
+            p.images < TINY_DATA_IMAGES
+            and p.label_overlap >= 1.0
+            and p.objectness >= OBJECT_LIKE
+            and p.shift_early < COLOUR_EARLY_SHIFT
+        ),
         {"strategy": "head-only"},
-        f"{{images}} images < {TINY_DATA_IMAGES}, every class known to the checkpoint and objectness "
-        f"{{objectness:.2f}} >= {OBJECT_LIKE}: its transferred head already detects them, and training only "
-        "the head kept that best (first on four random draws of 50 foggy images of COCO classes, 0.8 to 3.1 "
-        "points over full fine-tuning, over three seeds each), at the least compute",
+        f"{{images}} images < {TINY_DATA_IMAGES}, every class known to the checkpoint, objectness "
+        f"{{objectness:.2f}} >= {OBJECT_LIKE} and early-layer shift {{shift_early:.2f}} < "
+        f"{COLOUR_EARLY_SHIFT} (colour pixels like the pretraining's): its transferred head already detects "
+        "them, and training only the head kept that best (first on four random draws of 50 foggy images of "
+        "COCO classes, 0.8 to 3.1 points over full fine-tuning, over three seeds each), at the least compute",
         f"{STUDY_KNOWN_TINY}; {ULTRALYTICS_GUIDE}",
     ),
     Rule(
