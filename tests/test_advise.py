@@ -118,6 +118,9 @@ STRATEGY_CASES = [
     (profile(budget_epochs=30, **DAWN_FOG), "full", "high shift"),  # an epoch budget: no extra epochs
     (profile(epochs_fit={"full": 30, "freeze": 50, "staged": 30}, **DAWN_FOG), "full", "high shift"),
     (profile(epochs_fit={"full": 8, "freeze": 14, "staged": 10}, **DAWN_FOG), "freeze", "time budget fits"),
+    # 1 minute on the whole dawn_fog set through a simulated monochrome camera: freeze stayed at the untrained
+    # checkpoint's level, 6.4 behind full; staged's frozen phase alone fits, so it is not offered
+    (profile(epochs_fit={"full": 8, "freeze": 14}, **MONO), "full", "high shift"),
     (profile(epochs_fit=DAWN_FOG_T7, **RACCOON), "full", "low shift, from the first"),  # near: not this row
 ]
 
@@ -503,7 +506,11 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     assert "simulated thermal-like sensor (objectness 0.39)" in known.strategy.source  # the bound held
     assert "early-layer shift 1.00 < 3.0" in known.strategy.reason
     assert "simulated monochrome camera" in known.strategy.source  # ... and the early-shift bound's cases
+    far = recommend(profile(images=100, objectness=0.55, **MONO))
+    assert far.strategy.rule == "high shift" and "full 0.241 (a miss by 1.9" in far.strategy.source
     bound = recommend(profile(epochs_fit={"full": 6, "freeze": 10}, **shift(HIGH, HIGH, HIGH)))
     assert bound.strategy.rule.startswith("time budget") and "1-minute budget" in bound.strategy.source
+    assert "simulated monochrome camera, 1 minute" in bound.strategy.source  # the colour bound's case
+    assert "early-layer shift 1.00 < 3.0 (colour pixels)" in bound.strategy.reason
     assert "batch 8 vs 16" in tiny.batch.source and "batch 8 vs 16" not in middle.batch.source
     assert "another draw of 50 images of four of them" in tiny.batch.source  # the batch row out of sample
