@@ -187,9 +187,10 @@ STUDY_COMPUTE = (
     "(full 7-9, freeze 15-18 epochs), seeds 0-2: 0.290 vs 0.261; 1 minute again with later code (full 4-10, "
     "freeze 9-21 epochs), seeds 0 and 1: raccoon 0.733 vs 0.716, license_plates 0.513 vs 0.449, "
     "aerial_maritime 0.209 vs 0.137, bccd 0.429 vs 0.388 (separated on the last three), dawn_fog 0.243 vs "
-    "0.236. Not where the pixels are not colour (early shift >= 3.0), run after this row: dawn_fog through a "
-    "simulated monochrome camera, 1 minute (full 8, freeze 14-15 epochs), seeds 0-2: freeze 0.149 vs full "
-    "0.213 (separated; untrained 0.151)"
+    "0.236. Not on pixels unlike colour photos (early shift >= 3.0), run after this row: the whole dawn_fog "
+    "set through a simulated monochrome camera, 1 minute (full 8, freeze 14-15 epochs), seeds 0-2: freeze "
+    "0.149 vs full 0.213 (separated; untrained 0.151); through a simulated thermal-like sensor (full 8, "
+    "freeze 14-15): 0.121 vs 0.147 (separated; untrained 0.110)"
 )
 STUDY_COMPUTE_NEAR = (
     f"{STUDY}: time budgets on data near the pretraining (early shift < {NEAR_EARLY_SHIFT}, shift < "
