@@ -108,6 +108,19 @@ def test_yolov5_default_is_the_reference_recipe():
     assert phase.warmup_epochs is None and phase.warmup_bias_lr is None  # hyp.scratch-low's 3 and 0.1
 
 
+def test_driving_and_thermal_set_names_match_coco_classes():
+    coco = ["person", "bicycle", "car", "motorcycle", "train", "traffic light"]
+    names = ["Pedestrian", "Person_sitting", "persons", "motor", "Van", "Tram", "light", "Cyclist"]
+    assert match_class_names(names, coco) == {  # FLIR/BDD100K's motor, KITTI's van, tram, person sitting
+        "Pedestrian": "person",
+        "Person_sitting": "person",
+        "persons": "person",
+        "motor": "motorcycle",
+        "Van": "car",
+        "Tram": "train",
+    }  # an ambiguous "light" and a cyclist (rider and bicycle in one box) stay new classes
+
+
 def test_class_rows_follow_plurals_and_common_synonyms(official):
     state, metadata = official
     source_names = list(metadata["names"])

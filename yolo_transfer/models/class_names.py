@@ -1,5 +1,6 @@
 """Class names a target dataset shares with a checkpoint: exact (any case, ``_``/``-`` as spaces), plural,
-or a common alternative name of a COCO class (VOC's spellings and everyday words).
+or a common alternative name of a COCO class (VOC's spellings, the driving and thermal sets' names such as
+FLIR's and BDD100K's ``motor`` or KITTI's ``van`` and ``tram``, and everyday words).
 
 Transfer uses it to start a target class from the checkpoint class it names (models/transfer.py); ``advise``
 uses it to measure how many target classes the checkpoint already knows.
@@ -9,15 +10,17 @@ from __future__ import annotations
 
 import re
 
-# Common alternative names of the COCO classes (VOC's spellings first), for the label-overlap check.
+# Common alternative names of the COCO classes (VOC's spellings first, then those of driving and thermal sets:
+# FLIR ADAS, BDD100K, KITTI, VisDrone), for the label-overlap check.
 SYNONYMS: dict[str, tuple[str, ...]] = {
-    "person": ("people", "persons", "pedestrian", "human", "man", "woman", "child", "rider", "player"),
+    "person": ("people", "pedestrian", "human", "man", "woman", "child", "rider", "player", "person sitting"),
     "bicycle": ("bike", "cycle"),
-    "car": ("automobile", "sedan", "taxi"),
-    "motorcycle": ("motorbike", "motor bike"),
+    "car": ("automobile", "sedan", "taxi", "van", "minivan"),
+    "motorcycle": ("motorbike", "motor bike", "motor"),
     "airplane": ("aeroplane", "plane", "aircraft", "jet"),
     "boat": ("ship", "vessel"),
     "truck": ("lorry", "pickup truck"),
+    "train": ("tram", "streetcar"),
     "traffic light": ("traffic signal", "stoplight"),
     "fire hydrant": ("hydrant",),
     "dog": ("puppy",),
