@@ -213,6 +213,7 @@ def test_batch_and_epochs_follow_the_data_size() -> None:
     assert "bccd full 0.454 -> 0.566" in medium.epochs.source  # 50 images at the advised batch, out of sample
     assert "6.2-11.2 on three sets over three seeds" in medium.epochs.reason
     assert "150 epochs, seed 0: bccd full 0.575" in medium.epochs.source  # no further gain past yolov5's 100
+    assert "seeds 0 and 1, run after this row: full 0.188 -> 0.214" in medium.epochs.source  # thermal-like
     assert recommend(profile(images=100_000)).epochs.value == 100  # 10k steps = 1.6 epochs
     assert recommend(profile(images=6)).epochs.value == 167  # batch 2: 500 steps of 3 per epoch
     assert recommend(profile(images=3)).epochs.value == rules.MAX_EPOCHS
@@ -486,6 +487,7 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     assert "the two cases where this row missed" in far.strategy.source  # dawn_fog under time budgets
     assert "simulated thermal-like sensor (shift 3.05-3.08" in far.strategy.source  # out of sample
     assert "freeze 0.119 (separated)" in far.strategy.source
+    assert "whole thermal-like set at 100 epochs (the advice without a budget)" in far.strategy.source
     near = recommend(profile(**RACCOON))
     assert near.strategy.rule.startswith("low shift")
     assert "raccoon" in near.strategy.source and "license_plates" in near.strategy.source
