@@ -492,6 +492,7 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     assert "whole thermal-like set at 100 epochs (the advice without a budget)" in far.strategy.source
     assert "seeds 0 and 1: staged 0.229, full 0.220 (not" in far.strategy.source  # monochrome, 100 epochs
     assert "monochrome staged 0.243, full 0.232 (a miss by 1.2" in far.strategy.source  # 100 images
+    assert "freeze 0.175, yolov5 defaults 0.146 (both separated)" in far.strategy.source  # monochrome, 100
     near = recommend(profile(**RACCOON))
     assert near.strategy.rule.startswith("low shift")
     assert "raccoon" in near.strategy.source and "license_plates" in near.strategy.source
