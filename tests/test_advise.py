@@ -215,6 +215,7 @@ def test_batch_and_epochs_follow_the_data_size() -> None:
     assert "150 epochs, seed 0: bccd full 0.575" in medium.epochs.source  # no further gain past yolov5's 100
     assert "seeds 0 and 1, run after this row: full 0.188 -> 0.214" in medium.epochs.source  # thermal-like
     assert "monochrome full 0.254 -> 0.232" in medium.epochs.source  # 100 images: the longer schedule lost
+    assert "yolov5 defaults 0.043 -> 0.113" in medium.epochs.source  # 100 thermal-like images
     assert "2.2 lower on 100 of its monochrome images" in medium.epochs.reason
     assert recommend(profile(images=100_000)).epochs.value == 100  # 10k steps = 1.6 epochs
     assert recommend(profile(images=6)).epochs.value == 167  # batch 2: 500 steps of 3 per epoch
