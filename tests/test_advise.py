@@ -495,7 +495,7 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     assert "whole thermal-like set at 100 epochs (the advice without a budget)" in far.strategy.source
     assert "seeds 0 and 1: staged 0.229, full 0.220 (not" in far.strategy.source  # monochrome, 100 epochs
     assert "0-2, staged 0.237, full 0.231 (not separated" in far.strategy.source  # 100 monochrome images
-    assert "freeze 0.163, yolov5 defaults 0.129 (separated)" in far.strategy.source  # the same, run later
+    assert "0.163 (not separated), yolov5 defaults 0.129 (separated)" in far.strategy.source  # 100 mono
     assert "thermal-like staged 0.149, full 0.148 (1.9 behind with seeds" in far.strategy.source  # 50 images
     assert "freeze 0.175, yolov5 defaults 0.146 (both separated)" in far.strategy.source  # monochrome, 100
     near = recommend(profile(**RACCOON))

@@ -116,9 +116,9 @@ STUDY_FAR = (
     "full 0.220 (not separated), freeze 0.175, yolov5 defaults 0.146 (both separated); 100 images at 100 "
     "epochs: thermal-like, seeds 0 and 1, full 0.195, staged 0.183, freeze 0.120, yolov5 defaults 0.113; "
     "monochrome, seeds 0-2, staged 0.237, full 0.231 (not separated; 1.2 behind with seeds 0 and 1), freeze "
-    "0.163, yolov5 defaults 0.129 (separated); 50 images at 100 epochs, the advice (full at batch 8) and "
-    "staged, seeds 0-2: thermal-like staged 0.149, full 0.148 (1.9 behind with seeds 0 and 1); monochrome "
-    "full 0.206, staged 0.184 (neither separated)"
+    "0.163 (not separated), yolov5 defaults 0.129 (separated); 50 images at 100 epochs, the advice (full at "
+    "batch 8) and staged, seeds 0-2: thermal-like staged 0.149, full 0.148 (1.9 behind with seeds 0 and 1); "
+    "monochrome full 0.206, staged 0.184 (neither separated)"
 )
 STUDY_FAR_KNOWN = (
     f"{STUDY}: shift >= {HIGH_SHIFT}, every class a COCO class - dawn_fog (0.60, six classes in fog, 193 "
