@@ -215,6 +215,7 @@ def test_batch_and_epochs_follow_the_data_size() -> None:
     assert "150 epochs, seed 0: bccd full 0.575" in medium.epochs.source  # no further gain past yolov5's 100
     assert "seeds 0 and 1, run after this row: full 0.188 -> 0.214" in medium.epochs.source  # thermal-like
     assert "seeds 0-2, full 0.241 -> 0.231" in medium.epochs.source  # 100 monochrome images: it lost
+    assert "seeds 0-2, full 0.187 -> 0.189, staged 0.182 -> 0.193" in medium.epochs.source  # 100 thermal-like
     assert "yolov5 defaults 0.043 -> 0.113" in medium.epochs.source  # 100 thermal-like images
     assert "staged 0.260 -> 0.237, freeze 0.167 -> 0.163" in medium.epochs.source  # frozen: no gain either
     assert "1.0 and 1.9 lower on 100 and 50 of its monochrome images" in medium.epochs.reason
@@ -496,6 +497,7 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     assert "seeds 0 and 1: staged 0.229, full 0.220 (not" in far.strategy.source  # monochrome, 100 epochs
     assert "0-2, staged 0.237, full 0.231 (not separated" in far.strategy.source  # 100 monochrome images
     assert "0.163 (not separated), yolov5 defaults 0.129 (separated)" in far.strategy.source  # 100 mono
+    assert "seeds 0-2, staged 0.193, full 0.189 (not separated; 1.2 ahead" in far.strategy.source  # 100
     assert "thermal-like staged 0.149, full 0.148 (1.9 behind with seeds" in far.strategy.source  # 50 images
     assert "freeze 0.175, yolov5 defaults 0.146 (both separated)" in far.strategy.source  # monochrome, 100
     near = recommend(profile(**RACCOON))
