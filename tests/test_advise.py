@@ -222,6 +222,7 @@ def test_batch_and_epochs_follow_the_data_size() -> None:
     assert "1.0 and 1.9 lower on 100 and 50 of its monochrome images" in medium.epochs.reason
     assert "full +2.0 and +1.1 on dawn_fog's whole thermal-like and monochrome" in medium.epochs.reason
     assert "monochrome full 0.225 -> 0.206, staged 0.224 -> 0.184" in medium.epochs.source  # 50 images
+    assert "staged 0.151 -> 0.149, freeze 0.115 -> 0.114" in medium.epochs.source  # 50, frozen: no gain
     assert recommend(profile(images=100_000)).epochs.value == 100  # 10k steps = 1.6 epochs
     assert recommend(profile(images=6)).epochs.value == 167  # batch 2: 500 steps of 3 per epoch
     assert recommend(profile(images=3)).epochs.value == rules.MAX_EPOCHS
@@ -502,6 +503,8 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     assert "0.163 (not separated), yolov5 defaults 0.129 (separated)" in far.strategy.source  # 100 mono
     assert "seeds 0-2, staged 0.193, full 0.189 (not separated; 1.2 ahead" in far.strategy.source  # 100
     assert "thermal-like staged 0.149, full 0.148 (1.9 behind with seeds" in far.strategy.source  # 50 images
+    assert "freeze 0.114, yolov5 defaults 0.089 (both separated)" in far.strategy.source  # 50 images
+    assert "staged 0.184, freeze 0.166 (none separated)" in far.strategy.source  # 50 monochrome images
     assert "freeze 0.171, yolov5 defaults 0.151 (both separated)" in far.strategy.source  # monochrome, 100
     near = recommend(profile(**RACCOON))
     assert near.strategy.rule.startswith("low shift")

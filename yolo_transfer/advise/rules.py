@@ -118,9 +118,9 @@ STUDY_FAR = (
     "thermal-like, seeds 0-2, staged 0.193, full 0.189 (not separated; 1.2 ahead with seeds 0 and 1), "
     "freeze 0.119, yolov5 defaults 0.113 (both separated); monochrome, seeds 0-2, staged 0.237, full 0.231 "
     "(not separated; 1.2 behind with seeds 0 and 1), freeze 0.163 (not separated), yolov5 defaults 0.129 "
-    "(separated); 50 images at 100 epochs, the advice (full at batch 8) and staged, seeds 0-2: thermal-like "
-    "staged 0.149, full 0.148 (1.9 behind with seeds 0 and 1); monochrome full 0.206, staged 0.184 (neither "
-    "separated)"
+    "(separated); 50 images at 100 epochs, the advice (full at batch 8), staged and freeze, seeds 0-2: "
+    "thermal-like staged 0.149, full 0.148 (1.9 behind with seeds 0 and 1), freeze 0.114, yolov5 defaults "
+    "0.089 (both separated); monochrome full 0.206, staged 0.184, freeze 0.166 (none separated)"
 )
 STUDY_FAR_KNOWN = (
     f"{STUDY}: shift >= {HIGH_SHIFT}, every class a COCO class - dawn_fog (0.60, six classes in fog, 193 "
@@ -240,8 +240,8 @@ STUDY_LONGER = (
     "images: thermal-like, seeds 0-2, full 0.187 -> 0.189, staged 0.182 -> 0.193, freeze 0.119 -> 0.119, "
     "yolov5 defaults 0.043 -> 0.113; monochrome, seeds 0-2, full 0.241 -> 0.231, staged 0.260 -> 0.237, "
     "freeze 0.167 -> 0.163; 50 images, seeds 0-2, full at batch 16 at 30 epochs, at the advised batch 8 at "
-    "100: thermal-like full 0.146 -> 0.148, staged 0.151 -> 0.149; monochrome full 0.225 -> 0.206, staged "
-    "0.224 -> 0.184"
+    "100: thermal-like full 0.146 -> 0.148, staged 0.151 -> 0.149, freeze 0.115 -> 0.114; monochrome full "
+    "0.225 -> 0.206, staged 0.224 -> 0.184, freeze 0.164 -> 0.166"
 )
 MEASURED_TIME = "measured seconds per epoch on this device (advise: compute)"
 
