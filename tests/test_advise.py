@@ -214,7 +214,8 @@ def test_batch_and_epochs_follow_the_data_size() -> None:
     assert "6.2-11.2 on three sets over three seeds" in medium.epochs.reason
     assert "150 epochs, seed 0: bccd full 0.575" in medium.epochs.source  # no further gain past yolov5's 100
     assert "seeds 0-2, run after this row: full 0.191 -> 0.211" in medium.epochs.source  # whole thermal-like
-    assert "full 0.217 -> 0.228 (-1.0 with seeds 0 and 1)" in medium.epochs.source  # whole monochrome
+    assert "full 0.217 -> 0.228 (-1.0 with seeds 0 and 1; 50: 0.231)" in medium.epochs.source  # whole mono
+    assert "full 0.191 -> 0.211 (50 epochs: 0.198), staged 0.189 -> 0.219 (50: 0.213)" in medium.epochs.source
     assert "seeds 0-2, full 0.241 -> 0.231" in medium.epochs.source  # 100 monochrome images: it lost
     assert "seeds 0-2, full 0.187 -> 0.189, staged 0.182 -> 0.193" in medium.epochs.source  # 100 thermal-like
     assert "yolov5 defaults 0.043 -> 0.113" in medium.epochs.source  # 100 thermal-like images
@@ -505,6 +506,7 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     assert "thermal-like staged 0.149, full 0.148 (1.9 behind with seeds" in far.strategy.source  # 50 images
     assert "freeze 0.114, yolov5 defaults 0.089 (both separated)" in far.strategy.source  # 50 images
     assert "0.166 (neither separated), yolov5 defaults 0.096 (separated)" in far.strategy.source  # 50 mono
+    assert "thermal-like staged 0.213, full 0.198, monochrome staged 0.239" in far.strategy.source  # 50 ep
     assert "freeze 0.171, yolov5 defaults 0.151 (both separated)" in far.strategy.source  # monochrome, 100
     near = recommend(profile(**RACCOON))
     assert near.strategy.rule.startswith("low shift")
