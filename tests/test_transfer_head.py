@@ -62,10 +62,32 @@ def test_box_rows_need_the_checkpoints_anchors(official):
     (a state that lacks them, so the config's own stay) they keep their fresh initialisation."""
     state, metadata = official
     anchors = [[12, 16, 20, 30, 30, 25], [40, 70, 70, 50, 60, 120], [120, 90, 160, 200, 370, 320]]
-    target = build_model({**metadata["cfg"], "anchors": anchors}, names=["person"])
+    target = build_model({**metadata["cfg"], "anchors": anchors}, names=["person", "dock"])
     without_anchors = {name: tensor for name, tensor in state.items() if not name.endswith("anchors")}
     report = transfer_weights(without_anchors, list(metadata["names"]), target, head="transfer")
     assert not report.copied_box_objectness and report.copied_classes == ["person"]
+
+
+def test_a_single_known_class_scores_by_objectness(official):
+    """With one class no loss trains the class output, so it is not copied (COCO's row would drift as the
+    features move) but made constant: every detection's class probability is the same, its score the
+    objectness."""
+    state, metadata = official
+    source, _ = load_model(shared_path("weights", "yolov5n.pt"))
+    target = build_model(metadata["cfg"], names=["car"])
+    report = transfer_weights(state, list(metadata["names"]), target, head="transfer")
+    assert report.copied_box_objectness and report.copied_classes == [] and report.constant_class == "car"
+    assert "one class (car): its score is the objectness" in report.summary()
+    for level in range(3):
+        assert torch.equal(head_rows(target, level)[:, :5], head_rows(source, level)[:, :5])
+        assert not head_rows(target, level)[:, 5].any()  # zero weights: the class row ignores the features
+    target.eval()
+    with torch.no_grad():
+        out = target(torch.rand(2, 3, 64, 64))[0]
+    assert torch.allclose(out[..., 5], out[0, 0, 5]) and out[0, 0, 5] > 0.99  # constant, near 1
+    fresh = build_model(metadata["cfg"], names=["car"])
+    transfer_weights(state, list(metadata["names"]), fresh, head="fresh")
+    assert head_rows(fresh, 0)[:, 5].any()  # the reference's fresh row is left as it is
 
 
 def test_transferred_head_detects_before_any_training():
