@@ -2,10 +2,13 @@
 
 The study uses it to make data whose every class the checkpoint knows out of a set that mixes known and new
 classes (aerial_maritime's boats and cars, seen from a drone). Boxes of the other classes are dropped, images
-left with none are left out, and class ids are renumbered in the order given. ::
+left with none are left out, and class ids are renumbered in the order given. ``OLD=NEW`` keeps class OLD
+under the name NEW (license_plates' ``vehicle`` as COCO's ``car``). ::
 
     python benchmarks/class_subset.py ../shared/data/aerial_maritime/data.yaml --classes boat,car \\
         --out runs/study/subsets/aerial_maritime-boat-car
+    python benchmarks/class_subset.py ../shared/data/license_plates/data.yaml --classes vehicle=car \\
+        --out runs/study/subsets/license_plates-car
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ from yolo_transfer.data import LoadedDataset, Sample, load_dataset
 from yolo_transfer.data.convert import write_yolo_dataset
 
 
-def keep_classes(data: LoadedDataset, classes: list[str]) -> LoadedDataset:
-    """``data`` with only ``classes`` (renumbered in that order) and the samples that hold at least one."""
+def keep_classes(
+    data: LoadedDataset, classes: list[str], rename: dict[str, str] | None = None
+) -> LoadedDataset:
+    """``data`` with only ``classes`` (renumbered in that order, named as ``rename`` says where it names them)
+    and the samples that hold at least one."""
     missing = [name for name in classes if name not in data.names]
     if missing:
         raise ValueError(f"{data.source}: no class {', '.join(missing)} (it has {', '.join(data.names)})")
@@ -35,8 +41,9 @@ def keep_classes(data: LoadedDataset, classes: list[str]) -> LoadedDataset:
                 kept.append(dataclasses.replace(sample, labels=rows))
         return kept
 
+    names = [(rename or {}).get(name, name) for name in classes]
     return dataclasses.replace(
-        data, names=list(classes), train=subset(data.train), val=subset(data.val), test=subset(data.test)
+        data, names=names, train=subset(data.train), val=subset(data.val), test=subset(data.test)
     )
 
 
@@ -45,11 +52,15 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("data", help="data.yaml (or any dataset yolo-transfer reads)")
-    parser.add_argument("--classes", required=True, help="comma-separated class names to keep, in this order")
+    parser.add_argument(
+        "--classes", required=True, help="comma-separated class names to keep, in order (OLD=NEW renames)"
+    )
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args()
     try:
-        data = keep_classes(load_dataset(args.data), args.classes.split(","))
+        kept = [entry.split("=", 1) for entry in args.classes.split(",")]
+        rename = {entry[0]: entry[1] for entry in kept if len(entry) == 2}
+        data = keep_classes(load_dataset(args.data), [entry[0] for entry in kept], rename)
     except ValueError as error:
         parser.error(str(error))  # exit status 2
     yaml_path = write_yolo_dataset(data, args.out)
