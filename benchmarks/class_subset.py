@@ -58,9 +58,9 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args()
     try:
-        kept = [entry.split("=", 1) for entry in args.classes.split(",")]
-        rename = {entry[0]: entry[1] for entry in kept if len(entry) == 2}
-        data = keep_classes(load_dataset(args.data), [entry[0] for entry in kept], rename)
+        entries = [entry.split("=", 1) for entry in args.classes.split(",")]
+        rename = {entry[0]: entry[1] for entry in entries if len(entry) == 2}
+        data = keep_classes(load_dataset(args.data), [entry[0] for entry in entries], rename)
     except ValueError as error:
         parser.error(str(error))  # exit status 2
     yaml_path = write_yolo_dataset(data, args.out)

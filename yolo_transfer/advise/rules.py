@@ -349,6 +349,11 @@ def _colour_pixels(p: Profile) -> bool:
     return p.shift_early < COLOUR_EARLY_SHIFT
 
 
+def _far_known(p: Profile) -> bool:
+    """Far from the pretraining, and every class one the checkpoint already detects."""
+    return p.shift_overall >= HIGH_SHIFT and p.label_overlap >= 1.0
+
+
 def _compute_bound(p: Profile, max_full_epochs: int) -> bool:
     """A time budget fits at most ``max_full_epochs`` of full fine-tuning, and freezing buys noticeably
     more."""
@@ -458,7 +463,7 @@ RULES: list[Rule] = [
     Rule(
         "high shift, every class known to the checkpoint, and a time budget that fits more epochs of staged "
         "than of full FT",
-        lambda p, d: p.shift_overall >= HIGH_SHIFT and p.label_overlap >= 1.0 and _staged_buys_epochs(p),
+        lambda p, d: _far_known(p) and _staged_buys_epochs(p),
         {"strategy": "staged"},
         f"shift {{shift_overall:.2f}} >= {HIGH_SHIFT}, every class known to the checkpoint, and the budget "
         "fits {epochs_fit[staged]} epochs of staged vs {epochs_fit[full]} of full: the transferred head "
@@ -469,12 +474,7 @@ RULES: list[Rule] = [
     ),
     Rule(
         "high shift, every class known to the checkpoint, and 100 or more images",
-        lambda p, d: (
-            p.shift_overall >= HIGH_SHIFT
-            and p.label_overlap >= 1.0
-            and p.images >= TINY_DATA_IMAGES
-            and _staged_fits_as_many(p)
-        ),
+        lambda p, d: _far_known(p) and p.images >= TINY_DATA_IMAGES and _staged_fits_as_many(p),
         {"strategy": "staged"},
         f"shift {{shift_overall:.2f}} >= {HIGH_SHIFT}, every class known to the checkpoint and {{images}} "
         f"images >= {TINY_DATA_IMAGES}: the transferred head already detects these classes, so a short "

@@ -89,8 +89,9 @@ def transfer_weights(
     same_anchors = anchors is not None and torch.equal(anchors.float(), detect.anchors.float())
     copy_box = compatible and same_anchors
     pairs = same_name_classes(source_names, target.names) if compatible else []
-    single = pairs if detect.nc == 1 else []  # trained by no loss: constant, not copied
-    pairs = [] if single else pairs
+    constant_class = detect.nc == 1 and bool(pairs)  # a row no loss trains: made constant, not copied
+    if constant_class:
+        pairs = []
     with torch.no_grad():
         for conv, weight, bias in heads if compatible else ():
             for anchor in range(detect.na):
@@ -101,8 +102,8 @@ def transfer_weights(
                     )
                     conv.weight[rows] = weight[source_rows]
                     conv.bias[rows] = bias[source_rows]
-                for target_class, _ in single:
-                    conv.weight[anchor * detect.no + 5 + target_class] = 0.0
+                if constant_class:
+                    conv.weight[anchor * detect.no + 5] = 0.0
                 for target_class, source_class in pairs:
                     row, source_row = (
                         anchor * detect.no + 5 + target_class,
@@ -116,7 +117,7 @@ def transfer_weights(
         skipped=[name for name in target_state if name not in matched],
         copied_classes=[target.names[c] for c, _ in pairs],
         copied_box_objectness=copy_box,
-        constant_class=target.names[0] if single else None,
+        constant_class=target.names[0] if constant_class else None,
     )
 
 
