@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from yolo_transfer.data import Sample, load_dataset
-from yolo_transfer.data.convert import write_yolo_dataset
+from yolo_transfer.data.convert import move_yolo_dataset, write_yolo_dataset
 
 MARGIN = 1.5  # crop side / the largest box's longer side: the largest object spans two thirds of it
 MIN_SIDE = 256  # pixels: a crop is upscaled at most 1.25x to the study's 320
@@ -152,9 +152,7 @@ def scaled_copy(
     shutil.rmtree(partial, ignore_errors=True)
     write_yolo_dataset(copy, partial)
     shutil.rmtree(frames)
-    partial.rename(out)  # write_yolo_dataset records the absolute root: rewrite it for the final folder
-    yaml_path.write_text(yaml_path.read_text().replace(str(partial.resolve()), str(out.resolve())))
-    return yaml_path
+    return move_yolo_dataset(partial, out)
 
 
 def main() -> None:

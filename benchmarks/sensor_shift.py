@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from yolo_transfer.data import load_dataset
-from yolo_transfer.data.convert import write_yolo_dataset
+from yolo_transfer.data.convert import move_yolo_dataset, write_yolo_dataset
 
 NOISE_SIGMA = 6.0  # grey levels
 RESOLUTION = 0.5  # of each side
@@ -77,9 +77,7 @@ def sensor_copy(data: str | Path, out: str | Path, sensor: str = "thermal", colo
             cv2.imwrite(str(target), pixels)
             if target != path:
                 path.unlink()
-    partial.rename(out)  # write_yolo_dataset records the absolute root: rewrite it for the final folder
-    yaml_path.write_text(yaml_path.read_text().replace(str(partial.resolve()), str(out.resolve())))
-    return yaml_path
+    return move_yolo_dataset(partial, out)
 
 
 def main() -> None:

@@ -35,6 +35,18 @@ def write_yolo_dataset(data: LoadedDataset, out: str | Path) -> Path:
     return yaml_path
 
 
+def move_yolo_dataset(source: str | Path, target: str | Path) -> Path:
+    """Move a dataset written by ``write_yolo_dataset`` from ``source`` to ``target`` (a finished copy put in
+    place in one step) and point its data.yaml at the new root; return that yaml."""
+    source, target = Path(source), Path(target)
+    source.rename(target)
+    yaml_path = target / "data.yaml"
+    spec = yaml.safe_load(yaml_path.read_text())
+    spec["path"] = str(target.resolve())
+    yaml_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return yaml_path
+
+
 def _write_split(samples: list[Sample], image_dir: Path, label_dir: Path) -> None:
     image_dir.mkdir(parents=True, exist_ok=True)
     label_dir.mkdir(parents=True, exist_ok=True)
