@@ -2,18 +2,17 @@
 
 The study uses it to ask whether object size, not the domain, decides between strategies on far data of known
 classes: license_plates' vehicles (three in four boxes large) favoured ``full`` where dawn_fog's foggy roads
-(most boxes small) favoured ``staged``. Two directions, each a model of a camera, not a real one:
+(one box in six large) favoured ``staged``. Two directions, each a model of a camera, not a real one:
 
 - ``in`` (default): each image cropped to a square ``margin`` times its largest box's longer side (at least
   ``min_side`` pixels, at most the image's shorter side), centred on that box and moved inside the image: the
-  source's own pixels (the study's 320 px upscales a crop of at least 256 at most 1.25x). Boxes are clipped to
-  the crop and kept when at least ``VISIBLE_SHARE`` of their area is inside; images without labels are left
-  out.
+  source's own pixels. Boxes are clipped to the crop and kept when at least ``VISIBLE_SHARE`` of their area is
+  inside.
 - ``out``: each image shrunk by ``ratio`` and placed on a canvas of its own size filled with its mean colour,
   at a position drawn per image (SSD's "zoom out" expansion, with a fixed ratio): every box ``ratio`` times
   smaller, none lost.
 
-The draws are seeded per image, so a copy is reproducible. ::
+Images without labels are left out. The draws are seeded per image, so a copy is reproducible. ::
 
     python benchmarks/object_scale.py ../shared/data/dawn_fog/data.yaml \\
         --out runs/study/subsets/dawn_fog-zoom
@@ -36,9 +35,9 @@ from yolo_transfer.data import Sample, load_dataset
 from yolo_transfer.data.convert import move_yolo_dataset, write_yolo_dataset
 
 MARGIN = 1.5  # crop side / the largest box's longer side: the largest object spans two thirds of it
-MIN_SIDE = 256  # pixels: a crop is upscaled at most 1.25x to the study's 320
+MIN_SIDE = 256  # pixels: the study's 320 px upscales a crop at most 1.25x (more only if the image is smaller)
 VISIBLE_SHARE = 0.25  # a clipped box is kept when at least this share of its area is inside the crop
-RATIO = 3.0  # zoom out: each side shrinks this much (license_plates' cars at 320 px: 59% large -> 10%)
+RATIO = 3.0  # zoom out: each side shrinks this much (license_plates' vehicles: 75% large boxes -> 51%)
 
 
 def crop_window(labels: np.ndarray, width: int, height: int, margin: float, min_side: int) -> tuple[int, ...]:
