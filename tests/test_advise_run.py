@@ -124,6 +124,24 @@ def test_reapply_rules_reads_the_model_size_from_the_checkpoint_for_older_files(
     assert again["recommendation"] == saved["recommendation"] and again["settings"] == saved["settings"]
 
 
+def test_the_measured_share_of_large_boxes_decides_far_data_of_known_classes(data):
+    """The rules read the large-box share advise measured: far data of known classes from 236 images gets
+    full with 75% of its boxes large (license_plates' vehicles), staged with 51% (the same zoomed out)."""
+    saved = advise(data, DEMO, imgsz=64, max_images=8, budget="epochs=30", compute=False)
+    large = saved["scale"]["box_sizes"]["shares"]["large"]
+    assert advise_package._profile(saved, parse_budget("epochs=30")).large_box_share == large
+    far_known = json.loads(json.dumps(saved))
+    far_known["scale"]["images"] = 236
+    far_known["labels"]["fraction"] = 1.0
+    far_known["shift"] |= {"early": 4.91, "overall": 1.54}
+
+    def strategy(share: float) -> str:
+        far_known["scale"]["box_sizes"]["shares"]["large"] = share
+        return advise_package.reapply_rules(far_known)["recommendation"]["strategy"]
+
+    assert (strategy(0.75), strategy(0.51)) == ("full", "staged")
+
+
 def test_a_p6_checkpoint_is_measured_by_its_own_backbone(data, tmp_path):
     from yolo_transfer.models import build_model
     from yolo_transfer.models.checkpoint import save_model

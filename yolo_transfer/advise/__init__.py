@@ -208,6 +208,7 @@ def _profile(measured: dict, budget: Budget | None) -> Profile:
         shift_late=shift["late"],
         shift_overall=shift["overall"],
         objectness=measured["objectness"]["mean_top_k"],
+        large_box_share=scale["box_sizes"]["shares"]["large"],
         anchor_fit=scale["box_sizes"]["anchor_fit"],
         model_size=settings["model_size"],
         backbone_modules=settings["backbone_modules"],
