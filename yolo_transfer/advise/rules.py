@@ -156,7 +156,8 @@ STUDY_FAR_KNOWN_LARGE = (
     "ahead in 15 of the 20 pairs, by 0.4 points on average, within a point of the better of the two in 3 of "
     "the 4 cases (staged in 3), behind it by 0.3 points on average (staged by 0.7); run to test object size "
     "as the reason, the vehicles zoomed out to a third (51% large), seeds 0-2: monochrome 0.478 vs 0.476, "
-    "thermal-like 0.453 vs 0.461 - the lead went on both"
+    "thermal-like 0.453 vs 0.461 - the lead went on both; run after this row, 100 of the vehicles through "
+    "the thermal-like sensor (1.68, 76% large), seeds 0-2: 0.537 vs 0.532 (freeze 0.477, separated)"
 )
 STUDY_NEAR = (
     f"{STUDY}: early shift < {NEAR_EARLY_SHIFT} and shift < {LOW_SHIFT} - 30 epochs, seeds 0-2: raccoon "
