@@ -148,8 +148,13 @@ STRATEGY_CASES = [
         profile(budget_epochs=30, **(VEHICLES_MONO | {"large_box_share": 0.51})),
         "staged",
         FAR_KNOWN_DATA,
-    ),  # zoomed out
-    (profile(large_box_share=rules.MOSTLY_LARGE, **DAWN_FOG), "full", FAR_KNOWN_LARGE),  # the bound: 60%
+    ),  # zoomed out to a third
+    (
+        profile(budget_epochs=30, **(VEHICLES_MONO | {"large_box_share": 0.59})),
+        "full",
+        FAR_KNOWN_LARGE,
+    ),  # the thermal-like vehicles zoomed out to half: full ahead, the bound moved from 60% to 55%
+    (profile(large_box_share=rules.MOSTLY_LARGE, **DAWN_FOG), "full", FAR_KNOWN_LARGE),  # the bound: 55%
     (profile(large_box_share=rules.MOSTLY_LARGE - 0.01, **DAWN_FOG), "staged", FAR_KNOWN_DATA),
     (profile(epochs_fit=DAWN_FOG_T7, large_box_share=0.75, **DAWN_FOG), "staged", FAR_KNOWN_TIME),  # a budget
     (profile(images=99, large_box_share=0.75, objectness=0.39, **THERMAL), "full", "high shift"),  # tiny
@@ -209,7 +214,7 @@ def test_far_known_classes_data_row_cites_the_equal_epoch_cases() -> None:
     assert (
         "shift 0.63 >= 0.5, every class known to the checkpoint, 193 images >= 100 and 16% of the " in reason
     )
-    assert "boxes large (< 60%)" in reason
+    assert "boxes large (< 55%)" in reason
     assert "within a point of the better of the two in all 17 cases measured, full in 14" in reason
     assert "a later rerun 0.256 vs 0.250 (seeds 0-2" in rec.strategy.source  # the whole set at 30 epochs
     assert "0.238 vs 0.222 (full a miss by 1.6)" in rec.strategy.source  # a draw run to test the row
@@ -226,7 +231,7 @@ def test_far_known_classes_data_row_cites_the_equal_epoch_cases() -> None:
 
 
 def test_far_known_classes_with_large_objects_row_cites_the_vehicles_and_the_cropped_fog() -> None:
-    """Far data of known classes with >= 60% of the boxes large: full, citing five seeds of license_plates'
+    """Far data of known classes with >= 55% of the boxes large: full, citing five seeds of license_plates'
     vehicles through both simulated sensors, where full led, dawn_fog cropped around its largest objects,
     where the two split with the seed, and the vehicles zoomed out, where the lead went."""
     rec = recommend(profile(budget_epochs=30, **VEHICLES_MONO))
@@ -236,7 +241,8 @@ def test_far_known_classes_with_large_objects_row_cites_the_vehicles_and_the_cro
         "shift 1.54 >= 0.5, every class known to the checkpoint, 236 images >= 100 and 75% of the" in reason
     )
     assert "led staged unfreezing in 15 of 20 paired seeds over the four such cases measured" in reason
-    assert "run after this row it came first in all three cases tested" in reason
+    assert "run after this row it came first in all four cases tested" in reason
+    assert "the last moved the bound from 60%" in reason
     assert "seeds 0-4 0.586 vs 0.574 (full ahead in 4 of 5, separated)" in source  # thermal-like
     assert "seeds 0-4 0.614 vs 0.607 (4 of 5)" in source  # monochrome
     assert "seeds 0-4: 0.581 vs 0.571 (5 of 5), where freeze led both at 0.594" in source  # 100 of them
@@ -246,6 +252,7 @@ def test_far_known_classes_with_large_objects_row_cites_the_vehicles_and_the_cro
     assert "fog through the thermal-like sensor (3.32, 74% large), seeds 0-2: 0.458 vs 0.420" in source
     assert "seeds 0-4 0.453 vs 0.395 (4 of 5)" in source  # the same, five seeds
     assert "zoomed out to two thirds (1.99, 65% large), seeds 0-2: 0.551 vs 0.530" in source  # near the bound
+    assert "(2.44, 59% large, where the bound of 60% gave staged), seeds 0-2: 0.532 vs 0.502" in source
     assert "'you always obtain better mAP by training all layers'" in source
     assert rec.freeze.value is None and rec.epochs.value == 30
 
