@@ -233,7 +233,7 @@ def test_far_known_classes_data_row_cites_the_equal_epoch_cases() -> None:
 def test_far_known_classes_with_large_objects_row_cites_the_vehicles_and_the_cropped_fog() -> None:
     """Far data of known classes with >= 55% of the boxes large: full, citing five seeds of license_plates'
     vehicles through both simulated sensors, where full led, dawn_fog cropped around its largest objects,
-    where the two split with the seed, and the vehicles zoomed out, where the lead went."""
+    where the two split with the seed, and the vehicles zoomed out to a third, where the lead went."""
     rec = recommend(profile(budget_epochs=30, **VEHICLES_MONO))
     assert rec.strategy.value == "full" and rec.strategy.rule == FAR_KNOWN_LARGE
     reason, source = rec.strategy.reason, rec.strategy.source
