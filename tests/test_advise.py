@@ -154,13 +154,28 @@ STRATEGY_CASES = [
         "full",
         FAR_KNOWN_LARGE,
     ),  # the vehicles zoomed out to half: full ahead; the thermal-like ones moved the bound from 60% to 55%
-    (profile(large_box_share=rules.MOSTLY_LARGE, **DAWN_FOG), "full", FAR_KNOWN_LARGE),  # the bound: 55%
+    (profile(large_box_share=rules.MOSTLY_LARGE, **DAWN_FOG), "full", FAR_KNOWN_LARGE),  # the bound: 52%
     (profile(large_box_share=rules.MOSTLY_LARGE - 0.01, **DAWN_FOG), "staged", FAR_KNOWN_DATA),
     (
-        profile(budget_epochs=30, **(VEHICLES_MONO | {"large_box_share": 0.53})),
+        profile(budget_epochs=30, **(VEHICLES_MONO | {"large_box_share": 0.5139})),
         "staged",
         FAR_KNOWN_DATA,
-    ),  # the thermal-like vehicles zoomed out by 2.6: staged within a point (full 1.0 ahead)
+    ),  # the vehicles zoomed out to a third, as measured: staged 0.8 ahead through the thermal-like sensor
+    (
+        profile(budget_epochs=30, **(VEHICLES_MONO | {"large_box_share": 0.531})),
+        "full",
+        FAR_KNOWN_LARGE,
+    ),  # the thermal-like vehicles zoomed out by 2.6: full 0.9 ahead over five seeds (separated)
+    (
+        profile(images=193, val_images=50, budget_epochs=30, large_box_share=0.5399, **THERMAL),
+        "full",
+        FAR_KNOWN_LARGE,
+    ),  # the cropped thermal-like fog zoomed out by 1.6: full 2.9 ahead over five seeds
+    (
+        profile(budget_epochs=30, **(VEHICLES_MONO | {"large_box_share": 0.5503})),
+        "full",
+        FAR_KNOWN_LARGE,
+    ),  # the thermal-like vehicles zoomed out by 2.3: full first, staged 0.6 behind
     (profile(epochs_fit=DAWN_FOG_T7, large_box_share=0.75, **DAWN_FOG), "staged", FAR_KNOWN_TIME),  # a budget
     (profile(images=99, large_box_share=0.75, objectness=0.39, **THERMAL), "full", "high shift"),  # tiny
     (profile(label_overlap=0.5, large_box_share=0.75, **DAWN_FOG), "full", "high shift"),  # one class new
@@ -219,16 +234,16 @@ def test_far_known_classes_data_row_cites_the_equal_epoch_cases() -> None:
     assert (
         "shift 0.63 >= 0.5, every class known to the checkpoint, 193 images >= 100 and 16% of the " in reason
     )
-    assert "boxes large (< 55%)" in reason
-    assert "within a point of the better of the two in all 18 cases measured, full in 15" in reason
+    assert "boxes large (< 52%)" in reason
+    assert "within a point of the better of the two in all 17 cases measured, full in 14" in reason
     assert "a later rerun 0.256 vs 0.250 (seeds 0-2" in rec.strategy.source  # the whole set at 30 epochs
     assert "0.238 vs 0.222 (full a miss by 1.6)" in rec.strategy.source  # a draw run to test the row
     assert "100 images 0.260 vs 0.241 (full a miss by 1.9)" in rec.strategy.source  # simulated monochrome
     assert "0.213 vs 0.198" in rec.strategy.source  # the thermal-like copy at 50 epochs: full's third miss
     assert "a frozen backbone led both once, by 0.4 points" in reason
     assert "(3.33) 0.476 vs 0.478 (freeze 0.482)" in rec.strategy.source  # the vehicles zoomed out
-    assert "thermal-like sensor (3.37) 0.461 vs 0.453, and run after" in rec.strategy.source
-    assert "(3.02) 0.469 vs 0.479 (freeze 0.438; full ahead in 2 of 3" in rec.strategy.source  # 53% large
+    assert "thermal-like sensor (3.37) 0.461 vs 0.453 - staged within a point" in rec.strategy.source
+    assert "53% large" not in rec.strategy.source  # at or above the bound: the next test's row
     assert "0.607 vs 0.619" not in rec.strategy.source  # mostly large boxes: the next test's row
     assert "LP-FT (Kumar et al., ICLR 2022)" in rec.strategy.source
     assert rec.freeze.value is None and rec.epochs.value == 30
@@ -237,7 +252,7 @@ def test_far_known_classes_data_row_cites_the_equal_epoch_cases() -> None:
 
 
 def test_far_known_classes_with_large_objects_row_cites_the_vehicles_and_the_cropped_fog() -> None:
-    """Far data of known classes with >= 55% of the boxes large: full, citing five seeds of license_plates'
+    """Far data of known classes with >= 52% of the boxes large: full, citing five seeds of license_plates'
     vehicles through both simulated sensors, where full led, dawn_fog cropped around its largest objects,
     where the two split with the seed, and the vehicles zoomed out to a third, where the lead went."""
     rec = recommend(profile(budget_epochs=30, **VEHICLES_MONO))
@@ -247,7 +262,8 @@ def test_far_known_classes_with_large_objects_row_cites_the_vehicles_and_the_cro
         "shift 1.54 >= 0.5, every class known to the checkpoint, 236 images >= 100 and 75% of the" in reason
     )
     assert "led staged unfreezing in 15 of 20 paired seeds over the four such cases measured" in reason
-    assert "run after this row it came first in all six cases tested" in reason
+    assert "run after this row it came first in all seven cases tested at or above 55%" in reason
+    assert "over five seeds it led at 53% and 54% too (by 0.9 and 2.9 points" in reason
     assert "the thermal-like vehicles at 59% moved the bound from 60%" in reason
     assert "seeds 0-4 0.586 vs 0.574 (full ahead in 4 of 5, separated)" in source  # thermal-like
     assert "seeds 0-4 0.614 vs 0.607 (4 of 5)" in source  # monochrome
@@ -261,6 +277,10 @@ def test_far_known_classes_with_large_objects_row_cites_the_vehicles_and_the_cro
     assert "(2.44, 59% large, where the bound of 60% gave staged), seeds 0-2: 0.532 vs 0.502" in source
     assert "zoomed out to two thirds (3.77, 56% large), seeds 0-2: 0.413 vs 0.386" in source  # after the move
     assert "monochrome vehicles zoomed out to half (2.34, 59% large), seeds 0-2: 0.563 vs 0.550" in source
+    assert "by 2.6 (3.02, 53% large), seeds 0-2: 0.479 vs 0.469 (2 of 3" in source  # moved the bound
+    assert "seeds 0-4 0.482 vs 0.473 (4 of 5, separated)" in source  # the same, five seeds
+    assert "(3.91, 54% large), seeds 0-2: 0.327 vs 0.329 (1 of 3; freeze 0.182), seeds 0-4 0.368" in source
+    assert "out by 2.3 (2.74, 55% large), seeds 0-2: 0.500 vs 0.494 (3 of 3" in source
     assert "'you always obtain better mAP by training all layers'" in source
     assert rec.freeze.value is None and rec.epochs.value == 30
 
