@@ -178,9 +178,9 @@ STUDY_FAR_KNOWN_LARGE = (
     "by 2.6 (3.02, 53% large), seeds 0-2: 0.479 vs 0.469 (2 of 3; freeze 0.438, separated), seeds 0-4 "
     "0.482 vs 0.473 (4 of 5, separated), and the cropped thermal-like fog zoomed out by 1.6 (3.91, 54% "
     "large), seeds 0-2: 0.327 vs 0.329 (1 of 3; freeze 0.182), seeds 0-4 0.368 vs 0.340 (3 of 5); and at "
-    "the bound, the thermal-like vehicles zoomed out by 2.3 (2.74, 55% large), seeds 0-2: 0.500 vs 0.494 "
-    "(3 of 3; freeze 0.447, separated) - over five seeds full ahead from 53% up on both domains, so the "
-    "bound moved to 52%, between those cases and the copies at 51%"
+    "the bound of 55% then, the thermal-like vehicles zoomed out by 2.3 (2.74, 55% large), seeds 0-2: "
+    "0.500 vs 0.494 (3 of 3; freeze 0.447, separated) - over five seeds full ahead at 53% and 54% on both "
+    "domains, so the bound moved to 52%, between those cases and the copies at 51%"
 )
 STUDY_NEAR = (
     f"{STUDY}: early shift < {NEAR_EARLY_SHIFT} and shift < {LOW_SHIFT} - 30 epochs, seeds 0-2: raccoon "
