@@ -249,6 +249,7 @@ def test_far_known_classes_data_row_cites_the_equal_epoch_cases() -> None:
     assert "(3.33) 0.476 vs 0.478 (freeze 0.482)" in rec.strategy.source  # the vehicles zoomed out
     assert "thermal-like sensor (3.37) 0.461 vs 0.453, and run after the bound" in rec.strategy.source
     assert "zoomed out by 1.7 (4.06, 51% large) 0.377 vs 0.368 (freeze 0.179" in rec.strategy.source
+    assert "seeds 0-4 0.368 vs 0.376 (4 of 5) - staged within a point" in rec.strategy.source  # five seeds
     assert "53% large" not in rec.strategy.source  # at or above the bound: the next test's row
     assert "0.607 vs 0.619" not in rec.strategy.source  # mostly large boxes: the next test's row
     assert "LP-FT (Kumar et al., ICLR 2022)" in rec.strategy.source
