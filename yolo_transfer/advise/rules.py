@@ -147,10 +147,10 @@ STUDY_FAR_KNOWN_DATA = (
     "0.461 vs 0.453, and run after the bound moved to 52%, dawn_fog cropped around its largest objects "
     "through the thermal-like sensor zoomed out by 1.7 (4.06, 51% large) 0.377 vs 0.368 (freeze 0.179; full "
     "ahead in 2 of 3), seeds 0-4 0.368 vs 0.376 (4 of 5) - staged within a point of the better of the two in "
-    "all 18 cases, full in 15, staged 0.5 ahead on average; on "
-    "dawn_fog's simulated copies staged took 0.74-1.07x full's wall time (0.92x on average), freeze ended "
-    "5.7-9.3 points and yolov5's defaults 7.7-14.4 points behind the better of the two; the cases with "
-    "mostly large boxes are cited by the row for them"
+    "all 18 cases, full in 15, staged 0.5 ahead on average; on dawn_fog's simulated copies staged took "
+    "0.74-1.07x full's wall time (0.92x on average), freeze ended 5.7-9.3 points and yolov5's defaults "
+    "7.7-14.4 points behind the better of the two; the cases with mostly large boxes are cited by the row "
+    "for them"
 )
 STUDY_FAR_KNOWN_LARGE = (
     f"{STUDY}: shift >= {HIGH_SHIFT}, every class a COCO class, 100 images or more, >= {MOSTLY_LARGE:.0%} of "
