@@ -290,6 +290,8 @@ def test_far_known_classes_data_row_cites_the_equal_epoch_cases() -> None:
     assert "0.607 vs 0.619" not in rec.strategy.source  # mostly large boxes: the next test's row
     assert "LP-FT (Kumar et al., ICLR 2022)" in rec.strategy.source
     assert rec.freeze.value is None and rec.epochs.value == 30
+    near_bound = recommend(profile(images=193, budget_epochs=30, large_box_share=0.5114, **THERMAL))
+    assert "51.1% of the boxes large (< 51.5%)" in near_bound.strategy.reason  # not "51%", nor "52%" above it
     no_budget = recommend(profile(images=100, **THERMAL))  # the advice without a budget: 100 epochs of staged
     assert (no_budget.strategy.value, no_budget.epochs.value) == ("staged", 100)
 
