@@ -271,24 +271,24 @@ def test_far_known_classes_data_row_cites_the_equal_epoch_cases() -> None:
     assert "boxes large (< 51.5%)" in reason
     assert "within a point of the better of the two in 18 of the 19 cases measured, full in 16" in reason
     assert "(staged 7.2 behind over three seeds and 0.1 over five at 51.1% of the boxes large)" in reason
-    assert "a later rerun 0.256 vs 0.250 (seeds 0-2" in rec.strategy.source  # the whole set at 30 epochs
-    assert "0.238 vs 0.222 (full a miss by 1.6)" in rec.strategy.source  # a draw run to test the row
-    assert "100 images 0.260 vs 0.241 (full a miss by 1.9)" in rec.strategy.source  # simulated monochrome
-    assert "0.213 vs 0.198" in rec.strategy.source  # the thermal-like copy at 50 epochs: full's third miss
+    assert "a later rerun 0.256 vs 0.250 (seeds 0-2" in source  # the whole set at 30 epochs
+    assert "0.238 vs 0.222 (full a miss by 1.6)" in source  # a draw run to test the row
+    assert "100 images 0.260 vs 0.241 (full a miss by 1.9)" in source  # simulated monochrome
+    assert "0.213 vs 0.198" in source  # the thermal-like copy at 50 epochs: full's third miss
     assert "a frozen backbone led both once, by 0.4 points" in reason
-    assert "(3.33) 0.476 vs 0.478 (freeze 0.482)" in rec.strategy.source  # the vehicles zoomed out
-    assert "thermal-like sensor (3.37) 0.461 vs 0.453, and run after the bound" in rec.strategy.source
-    assert "zoomed out by 1.7 (4.06, 51% large) 0.377 vs 0.368 (freeze 0.179" in rec.strategy.source
+    assert "(3.33) 0.476 vs 0.478 (freeze 0.482)" in source  # the vehicles zoomed out
+    assert "thermal-like sensor (3.37) 0.461 vs 0.453, and run after the bound" in source
+    assert "zoomed out by 1.7 (4.06, 51% large) 0.377 vs 0.368 (freeze 0.179" in source
     assert "seeds 0-4 0.368 vs 0.376 (4 of 5), and run after the case at 51.5%" in source  # five seeds
     assert "(4.03, 51.1% large) 0.366 vs 0.438 (freeze 0.175; full ahead in 3 of 3, staged a miss" in source
     assert "seeds 0-4 0.390 vs 0.391 (3 of 5) - staged within a point" in source  # five seeds: level
     assert "in 18 of the 19 cases, full in 16, staged 0.2 ahead on average" in source
-    assert "51.8% large" not in rec.strategy.source  # at or above the bound: the next test's row
-    assert "51.9% large" not in rec.strategy.source
-    assert "51.5% large" not in rec.strategy.source
-    assert "53% large" not in rec.strategy.source  # at or above the bound: the next test's row
-    assert "0.607 vs 0.619" not in rec.strategy.source  # mostly large boxes: the next test's row
-    assert "LP-FT (Kumar et al., ICLR 2022)" in rec.strategy.source
+    assert "51.8% large" not in source  # at or above the bound: the next test's row
+    assert "51.9% large" not in source
+    assert "51.5% large" not in source
+    assert "53% large" not in source  # at or above the bound: the next test's row
+    assert "0.607 vs 0.619" not in source  # mostly large boxes: the next test's row
+    assert "LP-FT (Kumar et al., ICLR 2022)" in source
     assert rec.freeze.value is None and rec.epochs.value == 30
     near_bound = recommend(profile(images=193, budget_epochs=30, large_box_share=0.5114, **THERMAL))
     assert "51.1% of the boxes large (< 51.5%)" in near_bound.strategy.reason  # not "51%", nor "52%" above it
