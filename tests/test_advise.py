@@ -226,6 +226,11 @@ STRATEGY_CASES = [
         "full",
         FAR_KNOWN_LARGE,
     ),  # the monochrome vehicles by 2.6: freeze 1.3 ahead over three seeds, 0.8 over five (a miss)
+    (
+        profile(budget_epochs=30, **(VEHICLES_MONO | {"large_box_share": 0.5503})),
+        "full",
+        FAR_KNOWN_LARGE,
+    ),  # the monochrome vehicles by 2.3: full 0.2 behind staged over three seeds, first over five (a hit)
     (profile(epochs_fit=DAWN_FOG_T7, large_box_share=0.75, **DAWN_FOG), "staged", FAR_KNOWN_TIME),  # a budget
     (profile(images=99, large_box_share=0.75, objectness=0.39, **THERMAL), "full", "high shift"),  # tiny
     (profile(label_overlap=0.5, large_box_share=0.75, **DAWN_FOG), "full", "high shift"),  # one class new
@@ -325,7 +330,7 @@ def test_far_known_classes_with_large_objects_row_cites_the_vehicles_and_the_cro
         "shift 1.54 >= 0.5, every class known to the checkpoint, 236 images >= 100 and 75.0% of the" in reason
     )
     assert "led staged unfreezing in 15 of 20 paired seeds over the four such cases measured" in reason
-    assert "run after this row it came first in all seven cases tested at or above 55%" in reason
+    assert "run after this row it came first in seven of the eight cases tested at or above 55%" in reason
     assert "over five seeds it led at 53% and 54% too (by 0.9 and 2.9 points" in reason
     assert "the thermal-like vehicles at 59% moved the bound from 60%" in reason
     assert "seeds 0-4 0.586 vs 0.574 (full ahead in 4 of 5, separated)" in source  # thermal-like
@@ -365,6 +370,8 @@ def test_far_known_classes_with_large_objects_row_cites_the_vehicles_and_the_cro
     assert "(2.96, 53.1% large), seeds 0-2: 0.496 vs 0.504 (1 of 3; freeze 0.509, full a miss" in source
     assert "seeds 0-4 0.501 vs 0.502 (3 of 5; freeze 0.509)" in source  # five seeds: within a point
     assert "through the monochrome camera at 53% a frozen backbone led it by 1.3 over three seeds" in reason
+    assert "(2.66, 55.0% large), seeds 0-2: 0.524 vs 0.526 (1 of 3; freeze 0.514), seeds 0-4 0.526" in source
+    assert "and at 55% it was 0.2 behind staged over three seeds and first over five" in reason
     assert "'you always obtain better mAP by training all layers'" in source
     assert rec.freeze.value is None and rec.epochs.value == 30
 
