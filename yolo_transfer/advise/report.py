@@ -102,7 +102,9 @@ def recommendation_table(result: dict) -> Table:
     for name in FIELDS:
         choice = rec["reasons"][name]
         value = "-" if choice["value"] is None else str(choice["value"])
-        table.add_row(name, value, f"{choice['reason']}\n[dim]rule: {choice['rule']}[/]", choice["source"])
+        reason = f"{choice['reason']}\n[dim]rule: {choice['rule']}[/]"
+        table.add_row(name, value, reason, "\n".join(choice["cites"]))
+    table.caption = "what each source found, the study's numbers included: advise.json (reasons.*.source)"
     return table
 
 

@@ -67,48 +67,72 @@ MIN_CLASS_SHARE = 0.10  # notes: a class with < 10% of the largest class's insta
 
 # --- sources (cited by the rules) ---------------------------------------------------------------------------
 
-FREEZE_TUTORIAL = (
-    "YOLOv5 'Transfer Learning with Frozen Layers' (ultralytics/yolov5 #1314): COCO->VOC, full 0.682 vs "
-    "--freeze 10 0.676 mAP50-95 with ~23% less time"
+
+@dataclass(frozen=True)
+class Source:
+    """What a rule rests on: a reference or the study (``title``) and what it found there (``finding``)."""
+
+    title: str
+    finding: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.title}: {self.finding}" if self.finding else self.title
+
+
+FREEZE_TUTORIAL = Source(
+    "YOLOv5 'Transfer Learning with Frozen Layers' (ultralytics/yolov5 #1314)",
+    "COCO->VOC, full 0.682 vs --freeze 10 0.676 mAP50-95 with ~23% less time",
 )
-ULTRALYTICS_GUIDE = (
-    "Ultralytics fine-tuning guide (docs/en/guides/finetuning-guide.md): small+similar -> freeze=10, "
-    "very small -> head only, large or far from COCO -> freeze=None; patience 10-20"
+ULTRALYTICS_GUIDE = Source(
+    "Ultralytics fine-tuning guide (docs/en/guides/finetuning-guide.md)",
+    "small+similar -> freeze=10, very small -> head only, large or far from COCO -> freeze=None; patience "
+    "10-20",
 )
-MAINTAINER_ADVICE = (
-    "YOLOv5 maintainer (PR #707, #49): 'you always obtain better mAP by training all layers'; "
-    "freezing is for fast or hardware-constrained training"
+MAINTAINER_ADVICE = Source(
+    "YOLOv5 maintainer (PR #707, #49)",
+    "'you always obtain better mAP by training all layers'; freezing is for fast or hardware-constrained "
+    "training",
 )
-DATA_SIZE_TIPS = (
-    "YOLOv5 'Tips for best training results': >= 1500 images and >= 10k instances per class, "
-    "0-10% background images"
+DATA_SIZE_TIPS = Source(
+    "YOLOv5 'Tips for best training results'",
+    ">= 1500 images and >= 10k instances per class, 0-10% background images",
 )
-ETRAN = (
-    "ETran (Gholami et al., ICCV 2023): the pretrained detector's objectness/energy on target images "
-    "predicts transferability"
+ETRAN = Source(
+    "ETran (Gholami et al., ICCV 2023)",
+    "the pretrained detector's objectness/energy on target images predicts transferability",
 )
-RETHINKING_PRETRAINING = (
-    "He et al., ICCV 2019 (Rethinking ImageNet pre-training): with enough data, long full training closes "
-    "the gap"
+RETHINKING_PRETRAINING = Source(
+    "He et al., ICCV 2019 (Rethinking ImageNet pre-training)",
+    "with enough data, long full training closes the gap",
 )
-DISSIMILAR_LR = (
-    "Li et al., ICLR 2020 (Rethinking the hyperparameters for fine-tuning): dissimilar targets want a larger "
-    "effective LR"
+DISSIMILAR_LR = Source(
+    "Li et al., ICLR 2020 (Rethinking the hyperparameters for fine-tuning)",
+    "dissimilar targets want a larger effective LR",
 )
-LP_FT = (
-    "LP-FT (Kumar et al., ICLR 2022): fitting the head on frozen features before fine-tuning everything "
-    "keeps good features from being distorted (+10% out of distribution over full fine-tuning); fastai "
-    "fine_tune"
+LP_FT = Source(
+    "LP-FT (Kumar et al., ICLR 2022)",
+    "fitting the head on frozen features before fine-tuning everything keeps good features from being "
+    "distorted (+10% out of distribution over full fine-tuning); fastai fine_tune",
 )
-BIT = "BiT-HyperRule (Kolesnikov et al., ECCV 2020): < 20k examples -> 500 steps, <= 500k -> 10k, else 20k"
-BIT_MIXUP = "BiT-HyperRule: MixUp only above 20k examples; YOLOv5 hyps: low for n/s, med for m, high for l/x"
-CLOSE_MOSAIC = "Ultralytics close_mosaic=10: mosaic is turned off for the last 10 epochs of every run"
-BATCH_CAP = "ultralytics check_train_batch_size caps the batch at the dataset size; yolov5 default batch 16"
-USER_BUDGET = "the user's --budget"
+BIT = Source(
+    "BiT-HyperRule (Kolesnikov et al., ECCV 2020)", "< 20k examples -> 500 steps, <= 500k -> 10k, else 20k"
+)
+BIT_MIXUP = Source(
+    "BiT-HyperRule; YOLOv5 hyps", "MixUp only above 20k examples; low for n/s, med for m, high for l/x"
+)
+CLOSE_MOSAIC = Source(
+    "Ultralytics close_mosaic=10", "mosaic is turned off for the last 10 epochs of every run"
+)
+BATCH_CAP = Source(
+    "ultralytics check_train_batch_size; yolov5 train.py",
+    "the batch is capped at the dataset size; the default batch is 16",
+)
+USER_BUDGET = Source("the user's --budget")
 STUDY = "yolo-transfer transfer study (docs/advisor-study.md, benchmarks/transfer_study.py)"
 # the study's rows behind the strategy rules (official yolov5n, 320 px, best val mAP50-95, means over seeds)
-STUDY_FAR = (
-    f"{STUDY}: shift >= {HIGH_SHIFT}, 30 epochs, seeds 0 and 1 - bccd (0.77) full 0.589, staged 0.573, "
+STUDY_FAR = Source(
+    STUDY,
+    f"shift >= {HIGH_SHIFT}, 30 epochs, seeds 0 and 1 - bccd (0.77) full 0.589, staged 0.573, "
     "freeze 0.532 (both separated); 100 epochs, seeds 0 and 1: full 0.617, staged 0.613, yolov5 defaults "
     "0.604, freeze 0.578 (separated); 50 images: bccd-n50 full 0.419, staged 0.374, freeze 0.350 "
     "(separated), another draw of 50, seeds 0-2 (run after this row): full 0.446, staged 0.379, freeze "
@@ -124,10 +148,11 @@ STUDY_FAR = (
     "0.164; at 100 epochs, the advice (full at batch 8), staged and freeze, seeds 0-2: thermal-like staged "
     "0.149, full 0.148 (1.9 behind with seeds 0 and 1), freeze 0.114, yolov5 defaults 0.089 (both "
     "separated); monochrome full 0.206, staged 0.184, freeze 0.166 (neither separated), yolov5 defaults "
-    "0.096 (separated)"
+    "0.096 (separated)",
 )
-STUDY_FAR_KNOWN = (
-    f"{STUDY}: shift >= {HIGH_SHIFT}, every class a COCO class - dawn_fog (0.60, six classes in fog, 193 "
+STUDY_FAR_KNOWN = Source(
+    STUDY,
+    f"shift >= {HIGH_SHIFT}, every class a COCO class - dawn_fog (0.60, six classes in fog, 193 "
     "images) under time budgets, seeds 0-2, staged vs full: 3 minutes (full 25, staged 30 epochs) 0.267 vs "
     "0.231 (separated); 7 minutes on a slow day (full 26-28, staged 31-33) 0.270 vs 0.237 (full lower in "
     "every seed); 2 minutes (full 15-16, staged 18-19) 0.233 vs 0.239 (freeze 0.240); 100 of its images, 3 "
@@ -144,10 +169,11 @@ STUDY_FAR_KNOWN = (
     "(shift 1.70; full 21, staged 25, freeze 41 epochs) 0.572 vs 0.568, freeze 0.527 (separated); and "
     "dawn_fog cropped around its largest objects (shift 0.56, 74% of the boxes large), 3 minutes (full "
     "26-27, staged 31, freeze 52 epochs), seeds 0-2: staged 0.458 vs full 0.462, freeze 0.480 (a miss by "
-    "2.2, not separated; 4.2 over five seeds)"
+    "2.2, not separated; 4.2 over five seeds)",
 )
-STUDY_FAR_KNOWN_DATA = (
-    f"{STUDY}: shift >= {HIGH_SHIFT}, every class a COCO class, 100 images or more, fewer than "
+STUDY_FAR_KNOWN_DATA = Source(
+    STUDY,
+    f"shift >= {HIGH_SHIFT}, every class a COCO class, 100 images or more, fewer than "
     f"{MOSTLY_LARGE:.1%} of the boxes large, equal epochs, staged vs full - dawn_fog (0.60, 193 images, 16% "
     "large), 30 epochs: 0.246 vs 0.258 (seeds 0 and 1), a later rerun 0.256 vs 0.250 (seeds 0-2; freeze "
     "0.239); 100 epochs, seeds 0 and 1: 0.276 vs 0.277 (freeze 0.220, separated; yolov5 defaults 0.159, seed "
@@ -168,10 +194,11 @@ STUDY_FAR_KNOWN_DATA = (
     "within a point of the better of the two in 18 of the 19 cases, full in 16, staged 0.2 ahead on average; "
     "on dawn_fog's simulated copies staged took 0.74-1.07x full's wall time (0.92x on average), freeze ended "
     "5.7-9.3 points and yolov5's defaults 7.7-14.4 points behind the better of the two; the cases with "
-    "mostly large boxes are cited by the row for them"
+    "mostly large boxes are cited by the row for them",
 )
-STUDY_FAR_KNOWN_LARGE = (
-    f"{STUDY}: shift >= {HIGH_SHIFT}, every class a COCO class, 100 images or more, >= {MOSTLY_LARGE:.1%} of "
+STUDY_FAR_KNOWN_LARGE = Source(
+    STUDY,
+    f"shift >= {HIGH_SHIFT}, every class a COCO class, 100 images or more, >= {MOSTLY_LARGE:.1%} of "
     "the boxes large by COCO's measure, 30 epochs, full vs staged - license_plates' vehicles named car (75% "
     "large, 236 images) through a simulated thermal-like sensor (shift 1.70): seeds 0-2 0.580 vs 0.570 "
     "(freeze 0.522, yolov5 defaults 0.552, both separated), seeds 0-4 0.586 vs 0.574 (full ahead in 4 of 5, "
@@ -216,10 +243,11 @@ STUDY_FAR_KNOWN_LARGE = (
     "0-4 0.501 vs 0.502 (3 of 5; freeze 0.509); and the monochrome vehicles zoomed out by 2.3 (2.66, 55.0% "
     "large), seeds 0-2: 0.524 vs 0.526 (1 of 3; freeze 0.514), seeds 0-4 0.526 vs 0.522 (3 of 5; freeze "
     "0.515), and by 2.8 (3.15, 52.5% large), seeds 0-2: 0.494 vs 0.495 (2 of 3; freeze 0.490), seeds 0-4 "
-    "0.497 vs 0.495 (4 of 5; freeze 0.489)"
+    "0.497 vs 0.495 (4 of 5; freeze 0.489)",
 )
-STUDY_NEAR = (
-    f"{STUDY}: early shift < {NEAR_EARLY_SHIFT} and shift < {LOW_SHIFT} - 30 epochs, seeds 0-2: raccoon "
+STUDY_NEAR = Source(
+    STUDY,
+    f"early shift < {NEAR_EARLY_SHIFT} and shift < {LOW_SHIFT} - 30 epochs, seeds 0-2: raccoon "
     "(0.05/0.12, 160 images) staged 0.732, freeze 0.724, full 0.713; license_plates (0.05/0.19, 245 images) "
     "full 0.565, staged 0.564, freeze 0.556; 100 epochs, seeds 0 and 1: raccoon full 0.733, staged 0.732, "
     "freeze 0.721, yolov5 defaults 0.718; license_plates full 0.578, staged 0.577, freeze 0.577, yolov5 "
@@ -230,28 +258,31 @@ STUDY_NEAR = (
     "COCO's car (0.05/0.19, 236 images, one known class), seeds 0-2: freeze 0.627, staged 0.624, full "
     "0.622, yolov5 defaults 0.608 (none separated). Full within a point of the best in 7 of 8 cases (1.9 "
     "behind on raccoon), staged in 6 (3.0 behind on license_plates-n100), freeze in 5 (1.8 behind on "
-    "license_plates-n150)"
+    "license_plates-n150)",
 )
-STUDY_MIDDLE = (
-    f"{STUDY}: shift between the near and far rows, 30 epochs, seeds 0 and 1 - aerial_maritime (early 0.20, "
+STUDY_MIDDLE = Source(
+    STUDY,
+    "shift between the near and far rows, 30 epochs, seeds 0 and 1 - aerial_maritime (early 0.20, "
     "overall 0.23, 371 drone views) full 0.400, staged 0.381, freeze 0.330 (separated); with 50 of its "
     "images full 0.162, staged 0.125, freeze 0.124 (both separated), and with another draw of 50, seeds 0-2 "
     "(run after this row), full 0.162, freeze 0.139, staged 0.119 (both separated); with 100, full 0.253, "
     "staged 0.203, freeze 0.168 (both separated); the whole set under a 15-minute budget on a slow day (full "
     "29 epochs, staged 35, freeze 59-61): full 0.405, staged 0.404, freeze 0.372; 100 epochs, seeds 0 and 1: "
-    "full 0.422, staged 0.420, yolov5 defaults 0.408 (not separated), freeze 0.382 (separated)"
+    "full 0.422, staged 0.420, yolov5 defaults 0.408 (not separated), freeze 0.382 (separated)",
 )
-STUDY_TINY = (
-    f"{STUDY}: 50 training images, same val images, seeds 0 and 1 - raccoon-n50 (shift 0.11) staged 0.700, "
+STUDY_TINY = Source(
+    STUDY,
+    "50 training images, same val images, seeds 0 and 1 - raccoon-n50 (shift 0.11) staged 0.700, "
     "full 0.693, freeze 0.691; license_plates-n50 (0.19) freeze 0.448, full 0.448, staged 0.446; freeze "
     "within a point of the best in both for less compute (none separated); another draw of 50 images of "
     "each, seeds 0-2, run after this row: raccoon freeze 0.698, full 0.679, staged 0.672 (not separated), "
     "license_plates full 0.459, freeze 0.451 (not separated), staged 0.447 (separated); the same draw at the "
     "advised 100 epochs and batch 8, seeds 0-2: raccoon freeze 0.695, full 0.674; license_plates full 0.535, "
-    "freeze 0.519 (neither separated; freeze level on average, +0.3 points, at 0.70-0.74x the time)"
+    "freeze 0.519 (neither separated; freeze level on average, +0.3 points, at 0.70-0.74x the time)",
 )
-STUDY_KNOWN_TINY = (
-    f"{STUDY}: 50 training images, every class a COCO class, seeds 0-2 - dawn_fog-n50 (six COCO classes in "
+STUDY_KNOWN_TINY = Source(
+    STUDY,
+    "50 training images, every class a COCO class, seeds 0-2 - dawn_fog-n50 (six COCO classes in "
     "fog, shift 0.56, objectness 0.59) head-only 0.252, freeze 0.238, staged 0.228, full 0.221 (head-only "
     "ahead of full in each seed, 0.031 mean, -0.014 to 0.094); the transferred head before any training "
     "0.231; three other draws of 50 of its images, seeds 0-2, run after this row: head-only first in each "
@@ -264,19 +295,21 @@ STUDY_KNOWN_TINY = (
     "this row, through a simulated monochrome camera that keeps a fifth of the colour (early shift 4.56, "
     "objectness 0.55), seeds 0-2: staged 0.216, full 0.215, head-only 0.198 (untrained 0.195), or none "
     "(10.1, 0.52): full 0.225, staged 0.224, head-only 0.162 (0.151) - the early-shift bound; with half the "
-    "colour (1.93, 0.57) head-only 0.249 first, staged 0.237, freeze 0.237, full 0.228 (0.246)"
+    "colour (1.93, 0.57) head-only 0.249 first, staged 0.237, freeze 0.237, full 0.228 (0.246)",
 )
-STUDY_TINY_BATCH = (
-    f"{STUDY}: 50 training images, seed 0, the advised strategy at batch 8 vs 16 - dawn_fog-n50 head-only "
+STUDY_TINY_BATCH = Source(
+    STUDY,
+    "50 training images, seed 0, the advised strategy at batch 8 vs 16 - dawn_fog-n50 head-only "
     "0.245 vs 0.253, aerial_maritime-n50 full 0.184 vs 0.168, bccd-n50 full 0.449 vs 0.429, raccoon-n50 "
     "freeze 0.669 vs 0.685, license_plates-n50 freeze 0.463 vs 0.453 (+0.004 on average); another draw of 50 "
     "images of four of them, seeds 0-2, run after this row: raccoon freeze 0.694 vs 0.698, license_plates "
     "freeze 0.456 vs 0.451, bccd full 0.454 vs 0.442 (separated), aerial_maritime full 0.166 vs 0.162 "
     "(+0.004); dawn_fog's first 50 images through simulated thermal-like and monochrome cameras, seeds 0-2, "
-    "30 epochs: full 0.133 vs 0.146 and 0.211 vs 0.225 (-0.013 and -0.014, not separated)"
+    "30 epochs: full 0.133 vs 0.146 and 0.211 vs 0.225 (-0.013 and -0.014, not separated)",
 )
-STUDY_COMPUTE = (
-    f"{STUDY}: a 1-minute budget on a 2-core CPU, each strategy the epochs it fits (full 4-10), seeds 0 "
+STUDY_COMPUTE = Source(
+    STUDY,
+    "a 1-minute budget on a 2-core CPU, each strategy the epochs it fits (full 4-10), seeds 0 "
     "and 1 - freeze vs full: aerial_maritime 0.168 vs 0.126, license_plates 0.483 vs 0.449, raccoon 0.735 "
     "vs 0.704 (all separated), bccd 0.370 vs 0.370, dawn_fog 0.229 vs 0.230; at 10 full epochs (raccoon, "
     "seed 0) freeze 0.727 vs full 0.719; two minutes on a slower day (full 5-9 epochs), seeds 0 and 1: "
@@ -287,10 +320,11 @@ STUDY_COMPUTE = (
     "0.236. Not on pixels unlike colour photos (early shift >= 3.0), run after this row: the whole dawn_fog "
     "set through a simulated monochrome camera, 1 minute (full 8, freeze 14-15 epochs), seeds 0-2: freeze "
     "0.149 vs full 0.213 (separated; untrained 0.151); through a simulated thermal-like sensor (full 8, "
-    "freeze 14-15): 0.121 vs 0.147 (separated; untrained 0.110)"
+    "freeze 14-15): 0.121 vs 0.147 (separated; untrained 0.110)",
 )
-STUDY_COMPUTE_NEAR = (
-    f"{STUDY}: time budgets on data near the pretraining (early shift < {NEAR_EARLY_SHIFT}, shift < "
+STUDY_COMPUTE_NEAR = Source(
+    STUDY,
+    f"time budgets on data near the pretraining (early shift < {NEAR_EARLY_SHIFT}, shift < "
     f"{LOW_SHIFT}), "
     "seeds 0 and 1 unless said - freeze vs full: 1 minute raccoon 0.735 vs 0.704, license_plates 0.483 vs"
     " 0.449; 2 minutes on a slower day raccoon 0.732 vs 0.702, license_plates 0.470 vs 0.462; 100 "
@@ -304,10 +338,11 @@ STUDY_COMPUTE_NEAR = (
     "20-26 full epochs, where 30 epochs each put full 1.0 point ahead on those 100 license_plates images;"
     " above 20, the whole raccoon set at 4 minutes (full 21-22, freeze 38-41), seeds 0-2: 0.723 vs 0.736,"
     " at 3 minutes on a fast day (full 28, freeze 54): 0.716 vs 0.716; the whole license_plates set at 4"
-    " minutes on a fast day (full 23, freeze 42): 0.560 vs 0.559"
+    " minutes on a fast day (full 23, freeze 42): 0.560 vs 0.559",
 )
-STUDY_LONGER = (
-    f"{STUDY}: 30 vs 100 epochs, seeds 0 and 1 - bccd full 0.589 -> 0.617, staged 0.573 -> 0.613, freeze "
+STUDY_LONGER = Source(
+    STUDY,
+    "30 vs 100 epochs, seeds 0 and 1 - bccd full 0.589 -> 0.617, staged 0.573 -> 0.613, freeze "
     "0.532 -> 0.578, yolov5 train.py defaults 0.492 (seed 0) -> 0.604 (above full at 30); raccoon (30: "
     "seeds 0-2) full 0.713 -> 0.733, staged 0.732 -> 0.732, freeze 0.724 -> 0.721 (40 val images: full's "
     "three seeds at 30 span 0.70-0.75); dawn_fog full by the epochs its time budgets fitted: 8 epochs "
@@ -330,9 +365,9 @@ STUDY_LONGER = (
     "full at batch 16 at 30 epochs, at the advised batch 8 at 100: thermal-like full 0.146 -> 0.148, staged "
     "0.151 -> 0.149, freeze 0.115 -> 0.114; monochrome full 0.225 -> 0.206, staged 0.224 -> 0.184, freeze "
     "0.164 -> 0.166; full at batch 8 at both, run later: thermal-like 0.133 -> 0.148, monochrome 0.211 -> "
-    "0.206"
+    "0.206",
 )
-MEASURED_TIME = "measured seconds per epoch on this device (advise: compute)"
+MEASURED_TIME = Source("measured seconds per epoch on this device (advise: compute)")
 
 
 @dataclass(frozen=True)
@@ -373,7 +408,7 @@ class Rule:
     predicate: Callable[[Profile, dict[str, Any]], bool]
     effect: dict[str, Any | Callable[[Profile, dict[str, Any]], Any]]
     reason: str  # format string over the profile's fields and the decided fields
-    source: str
+    sources: tuple[Source, ...]
 
 
 @dataclass
@@ -381,7 +416,8 @@ class Choice:
     value: Any
     rule: str  # the rule's condition
     reason: str
-    source: str
+    source: str  # every source with what it found, "; "-separated
+    cites: list[str]  # the sources' titles, for a short citation
 
 
 @dataclass
@@ -495,7 +531,7 @@ RULES: list[Rule] = [
         f"{COLOUR_EARLY_SHIFT} (colour pixels like the pretraining's): its transferred head already detects "
         "them, and training only the head kept that best (first on four random draws of 50 foggy images of "
         "COCO classes, 0.8 to 3.1 points over full fine-tuning, over three seeds each), at the least compute",
-        f"{STUDY_KNOWN_TINY}; {ULTRALYTICS_GUIDE}",
+        (STUDY_KNOWN_TINY, ULTRALYTICS_GUIDE),
     ),
     Rule(
         "time budget fits <= 10 epochs of full FT and freezing fits >= 1.25x more, in colour",
@@ -504,7 +540,7 @@ RULES: list[Rule] = [
         "the budget fits {epochs_fit[full]} epochs of full vs {epochs_fit[freeze]} with a frozen backbone, "
         f"and early-layer shift {{shift_early:.2f}} < {COLOUR_EARLY_SHIFT} (colour pixels): with so few full "
         "epochs, the frozen backbone's extra epochs led or came within a point, near or far",
-        f"{STUDY_COMPUTE}; {MAINTAINER_ADVICE}; {FREEZE_TUTORIAL}",
+        (STUDY_COMPUTE, MAINTAINER_ADVICE, FREEZE_TUTORIAL),
     ),
     Rule(
         f"low shift from the first layers on, time budget fits <= {NEAR_COMPUTE_BOUND_EPOCHS} epochs of full "
@@ -515,7 +551,7 @@ RULES: list[Rule] = [
         f"{LOW_SHIFT} and the budget fits {{epochs_fit[full]}} epochs of full vs {{epochs_fit[freeze]}} with "
         "a frozen backbone: on such data the frozen backbone's extra epochs led or came within half a "
         "point at every time budget measured up to 20 full epochs",
-        f"{STUDY_COMPUTE_NEAR}; {MAINTAINER_ADVICE}; {FREEZE_TUTORIAL}",
+        (STUDY_COMPUTE_NEAR, MAINTAINER_ADVICE, FREEZE_TUTORIAL),
     ),
     Rule(
         "large data and high shift",
@@ -523,14 +559,14 @@ RULES: list[Rule] = [
         {"strategy": "full"},
         "{images} images (smallest class {min_class_instances}) and shift {shift_overall:.2f} >= "
         f"{HIGH_SHIFT}: enough data to re-learn every layer for a distant domain",
-        f"{ULTRALYTICS_GUIDE}; {DATA_SIZE_TIPS}; {RETHINKING_PRETRAINING}",
+        (ULTRALYTICS_GUIDE, DATA_SIZE_TIPS, RETHINKING_PRETRAINING),
     ),
     Rule(
         "a target mAP is stated and the data is not tiny",
         lambda p, d: p.target_map is not None and p.images >= TINY_DATA_IMAGES,
         {"strategy": "full"},
         "target mAP50-95 {target_map}: accuracy first, and {images} images are enough to train all layers",
-        f"{MAINTAINER_ADVICE}; {FREEZE_TUTORIAL}",
+        (MAINTAINER_ADVICE, FREEZE_TUTORIAL),
     ),
     Rule(
         "tiny data, low shift, and the detector already sees objects",
@@ -541,7 +577,7 @@ RULES: list[Rule] = [
         f"{{images}} images < {TINY_DATA_IMAGES}, shift {{shift_overall:.2f}} < {LOW_SHIFT} and objectness "
         "{objectness:.2f}: the pretrained features fit; a frozen backbone matched full fine-tuning on 50 "
         "such images for less compute",
-        f"{STUDY_TINY}; {ULTRALYTICS_GUIDE}; {ETRAN}",
+        (STUDY_TINY, ULTRALYTICS_GUIDE, ETRAN),
     ),
     Rule(
         "high shift, every class known to the checkpoint, and a time budget that fits more epochs of staged "
@@ -557,7 +593,7 @@ RULES: list[Rule] = [
         "monochrome camera, 75% of the boxes large, by 1.1 over three seeds and 0.9 over five, and dawn_fog "
         "cropped around its largest objects, 74% large, by 2.2 over three seeds and 4.2 over five, neither "
         "separated)",
-        f"{STUDY_FAR_KNOWN}; {LP_FT}",
+        (STUDY_FAR_KNOWN, LP_FT),
     ),
     Rule(
         "high shift, every class known to the checkpoint, 100 or more images, and mostly large objects",
@@ -567,20 +603,12 @@ RULES: list[Rule] = [
         f"images >= {TINY_DATA_IMAGES} and {{large_box_share:.1%}} of the boxes large by COCO's measure (>= "
         f"{MOSTLY_LARGE:.1%}): with objects this large, training every layer from the start led staged "
         "unfreezing in 15 of 20 paired seeds over the four such cases measured (0.4 points ahead on average, "
-        "1.4 behind in one), shrinking the objects to a third took its lead away, and run after this row it "
-        "came first in seven of the eight cases tested at or above 55% (the cropped fog through the "
-        "thermal-like sensor and the vehicles at 65% and 59% large among them; the thermal-like vehicles at "
-        "59% moved the bound from 60%), and over five seeds it led at 53% and 54% too (by 0.9 and 2.9 "
-        "points; first or within 0.2 over three), which moved the bound from 55%; run after that move, it "
-        "was 0.04 behind over three seeds and 0.4 ahead over five on the vehicles at 52.5%, first on the "
-        "cropped fog at 52.5% (3.5 ahead over five seeds, separated), and 0.2 behind over three seeds but "
-        "3.1 ahead over five on that fog at 51.9%, which moved the bound from 52%; run after that move, it "
-        "was first on that fog at 51.5% (3.1 points ahead over three seeds, 2.2 over five), 0.4 behind over "
-        "three seeds but 0.2 ahead over five on the vehicles at 51.6%, and 4.3 behind over three seeds and "
-        "5.1 over five (not separated) on that fog at 51.7%; through the monochrome camera at 53% a frozen "
-        "backbone led it by 1.3 over three seeds and 0.8 over five, and at 55% and 52.5% it was 0.2 and 0.07 "
-        "behind staged over three seeds and first over five (a frozen backbone 1.1 and 0.8 behind)",
-        f"{STUDY_FAR_KNOWN_LARGE}; {MAINTAINER_ADVICE}; {DISSIMILAR_LR}",
+        "1.4 behind in one), and shrinking the objects to a third took its lead away; run after this row on "
+        "19 cases at or above 51.5% (four of them moved the bound down from 60%), it came first in 11 and "
+        "within a point of the best in 17, 4.3 points behind staged on the cropped thermal-like fog at 51.7% "
+        "(5.1 over five seeds, not separated) and 1.3 behind a frozen backbone on the monochrome vehicles at "
+        "53% (0.8 over five)",
+        (STUDY_FAR_KNOWN_LARGE, MAINTAINER_ADVICE, DISSIMILAR_LR),
     ),
     Rule(
         "high shift, every class known to the checkpoint, and 100 or more images",
@@ -594,7 +622,7 @@ RULES: list[Rule] = [
         "three seeds and 0.1 over five at 51.1% of the boxes large), in about 0.9x full's time (a frozen "
         "backbone led both once, by 0.4 points: license_plates' vehicles zoomed out through a simulated "
         "monochrome camera)",
-        f"{STUDY_FAR_KNOWN_DATA}; {LP_FT}",
+        (STUDY_FAR_KNOWN_DATA, LP_FT),
     ),
     Rule(
         "high shift",
@@ -602,7 +630,7 @@ RULES: list[Rule] = [
         {"strategy": "full"},
         f"shift {{shift_overall:.2f}} >= {HIGH_SHIFT}: every layer must move far from the pretraining, at "
         "the full rate (a frozen backbone holds it back, on bccd by 4 to 6 points)",
-        f"{STUDY_FAR}; {ULTRALYTICS_GUIDE}; {DISSIMILAR_LR}",
+        (STUDY_FAR, ULTRALYTICS_GUIDE, DISSIMILAR_LR),
     ),
     Rule(
         "low shift, from the first layers on",
@@ -613,7 +641,7 @@ RULES: list[Rule] = [
         "within a point of the best in 7 of the 8 such cases measured, staged unfreezing in 6 and a frozen "
         "backbone in 5; a frozen backbone (--strategy freeze) is the cheaper choice, 0.56-0.67x the time "
         "and at most 1.8 points behind there",
-        f"{STUDY_NEAR}; {MAINTAINER_ADVICE}; {FREEZE_TUTORIAL}",
+        (STUDY_NEAR, MAINTAINER_ADVICE, FREEZE_TUTORIAL),
     ),
     Rule(
         "otherwise",
@@ -622,7 +650,7 @@ RULES: list[Rule] = [
         "no measurement argues against training all layers (shift {shift_overall:.2f}, early "
         "{shift_early:.2f}, {images} images): between the near and far rows full fine-tuning led, and a "
         "frozen backbone fell 7 points behind on drone views at 30 epochs (4.0 at 100)",
-        f"{STUDY_MIDDLE}; {MAINTAINER_ADVICE}; {FREEZE_TUTORIAL}",
+        (STUDY_MIDDLE, MAINTAINER_ADVICE, FREEZE_TUTORIAL),
     ),
     # freeze depth (the train --freeze value; strategies other than 'freeze' carry their own phases)
     Rule(
@@ -630,14 +658,14 @@ RULES: list[Rule] = [
         lambda p, d: d["strategy"] == "freeze",
         {"freeze": lambda p, d: str(p.backbone_modules)},
         "freeze the backbone (its first {freeze} modules); neck and head train",
-        FREEZE_TUTORIAL,
+        (FREEZE_TUTORIAL,),
     ),
     Rule(
         "any other strategy",
         lambda p, d: True,
         {"freeze": None},
         "'{strategy}' defines which modules train in each of its phases",
-        "yolo-transfer built-in strategies (yolo-transfer strategies)",
+        (Source("yolo-transfer built-in strategies (yolo-transfer strategies)"),),
     ),
     # batch size
     Rule(
@@ -645,16 +673,16 @@ RULES: list[Rule] = [
         lambda p, d: p.images < DEFAULT_BATCH * MIN_STEPS_PER_EPOCH,
         {"batch": lambda p, d: training_batch(p.images)},
         f"{{images}} images: batch {{batch}} keeps at least {MIN_STEPS_PER_EPOCH} optimizer steps per epoch",
-        f"{BATCH_CAP}; {STUDY_TINY_BATCH}",
+        (BATCH_CAP, STUDY_TINY_BATCH),
     ),
-    Rule("otherwise", lambda p, d: True, {"batch": DEFAULT_BATCH}, "the default batch size", BATCH_CAP),
+    Rule("otherwise", lambda p, d: True, {"batch": DEFAULT_BATCH}, "the default batch size", (BATCH_CAP,)),
     # learning rate (None: the strategy's own per-phase LRs, no --lr0 override)
     Rule(
         "always",
         lambda p, d: True,
         {"lr0": None},
         "'{strategy}' carries its measured LRs (lr0 0.01 for every built-in); an --lr0 would override them",
-        STUDY,
+        (Source(STUDY),),
     ),
     # epochs
     Rule(
@@ -662,7 +690,7 @@ RULES: list[Rule] = [
         lambda p, d: p.budget_epochs is not None,
         {"epochs": lambda p, d: p.budget_epochs},
         "the budget is {budget_epochs} epochs",
-        USER_BUDGET,
+        (USER_BUDGET,),
     ),
     Rule(
         "--budget time=MIN",
@@ -670,7 +698,7 @@ RULES: list[Rule] = [
         {"epochs": _fitting_epochs},
         f"the time budget fits {{epochs}} epochs of '{{strategy}}' on this device (counted up to "
         f"{MAX_EPOCHS}), and all of them are used: longer schedules ended level or ahead in the study",
-        f"{MEASURED_TIME}; {STUDY_LONGER}",
+        (MEASURED_TIME, STUDY_LONGER),
     ),
     Rule(
         "no budget",
@@ -686,7 +714,7 @@ RULES: list[Rule] = [
         "strategy (staged +3.0 and +0.1 on dawn_fog's whole thermal-like and monochrome copies, +1.1 and "
         "-2.3 on 100 of their images; full at batch 8 +1.5 and -0.5 on 50: --budget epochs=30 runs the "
         "shorter)",
-        f"{STUDY_LONGER}; {BIT}",
+        (STUDY_LONGER, BIT),
     ),
     # augmentation preset
     Rule(
@@ -694,23 +722,25 @@ RULES: list[Rule] = [
         lambda p, d: d["epochs"] < CLOSE_MOSAIC_EPOCHS,
         {"hyp": "none"},
         "{epochs} epochs: too short for mosaic-style augmentation to pay off",
-        CLOSE_MOSAIC,
+        (CLOSE_MOSAIC,),
     ),
     Rule(
         ">= 20k images and a large model",
         lambda p, d: p.images >= 20_000 and p.model_size in ("l", "x"),
         {"hyp": "high"},
         "{images} images and yolov5{model_size}: strong augmentation (mixup)",
-        BIT_MIXUP,
+        (BIT_MIXUP,),
     ),
     Rule(
         ">= 20k images",
         lambda p, d: p.images >= 20_000,
         {"hyp": "med"},
         "{images} images: enough data for mixup",
-        BIT_MIXUP,
+        (BIT_MIXUP,),
     ),
-    Rule("otherwise", lambda p, d: True, {"hyp": "low"}, "yolov5{model_size} on {images} images", BIT_MIXUP),
+    Rule(
+        "otherwise", lambda p, d: True, {"hyp": "low"}, "yolov5{model_size} on {images} images", (BIT_MIXUP,)
+    ),
     # early-stopping patience
     Rule(
         f"a schedule of at most {LONG_SCHEDULE} epochs",
@@ -718,22 +748,27 @@ RULES: list[Rule] = [
         {"patience": 0},
         "{epochs} epochs: no early stopping; a transferred detector's fitness can dip for over 10 epochs "
         "after the warmup before it rises past its start",
-        f"{STUDY}: dawn_fog full, best after epoch 1 first beaten at epoch 14 (a patience of 10 would have "
-        "stopped it at 0.201 instead of 0.245 mAP50-95)",
+        (
+            Source(
+                STUDY,
+                "dawn_fog full, best after epoch 1 first beaten at epoch 14 (a patience of 10 would have "
+                "stopped it at 0.201 instead of 0.245 mAP50-95)",
+            ),
+        ),
     ),
     Rule(
         "small validation set",
         lambda p, d: p.val_images < SMALL_VAL_IMAGES,
         {"patience": 50},
         f"{{val_images}} validation images < {SMALL_VAL_IMAGES}: the fitness is noisy, wait longer",
-        ULTRALYTICS_GUIDE,
+        (ULTRALYTICS_GUIDE,),
     ),
     Rule(
         "otherwise",
         lambda p, d: True,
         {"patience": 30},
         "long schedule: stop a run that stalls",
-        ULTRALYTICS_GUIDE,
+        (ULTRALYTICS_GUIDE,),
     ),
 ]
 
@@ -751,7 +786,9 @@ def recommend(profile: Profile, rules: list[Rule] = RULES) -> Recommendation:
             decided[name] = value(profile, decided) if callable(value) else value
         reason = rule.reason.format(**asdict(profile), **decided)
         for name in pending:
-            choices[name] = Choice(decided[name], rule.condition, reason, rule.source)
+            source = "; ".join(str(source) for source in rule.sources)
+            cites = [source.title for source in rule.sources]
+            choices[name] = Choice(decided[name], rule.condition, reason, source, cites)
     missing = [name for name in FIELDS if name not in choices]
     if missing:
         raise ValueError(f"the rule table decides no value for {missing}")
@@ -765,7 +802,7 @@ class Note:
     condition: str
     predicate: Callable[[Profile], bool]
     message: str  # format string over the profile's fields
-    source: str
+    source: Source
 
     def render(self, profile: Profile) -> str:
         return f"{self.message.format(**asdict(profile))} ({self.source})"
@@ -777,7 +814,7 @@ NOTES: list[Note] = [
         lambda p: p.imgsz != CALIBRATION_IMGSZ,
         f"the shift levels are calibrated at imgsz {CALIBRATION_IMGSZ}; at {{imgsz}} the same data reads "
         "differently (smaller images read as further from the pretraining)",
-        "yolo-transfer advise calibration on coco8 / raccoon / bccd",
+        Source("yolo-transfer advise calibration on coco8 / raccoon / bccd"),
     ),
     Note(
         "a checkpoint of another size than the study's yolov5n",
@@ -785,7 +822,7 @@ NOTES: list[Note] = [
         "the shift levels and the study behind the strategy rules were measured with the official yolov5n; "
         "with yolov5{model_size} they are not measured: `yolo-transfer compare` checks the advice on your "
         "data",
-        STUDY,
+        Source(STUDY),
     ),
     Note(
         "more than 10% background images",
@@ -799,7 +836,9 @@ NOTES: list[Note] = [
         "the pretrained anchors fit {anchor_fit:.1%} of the boxes (yolov5's AutoAnchor would re-fit "
         "them below 98%); yolo-transfer keeps the checkpoint's anchors, which its transferred box rows were "
         "trained for, so the boxes they miss may be found late or not at all",
-        "YOLOv5 AutoAnchor (utils/autoanchor.py): anchors are kept when the best possible recall > 0.98",
+        Source(
+            "YOLOv5 AutoAnchor (utils/autoanchor.py)", "anchors are kept when the best possible recall > 0.98"
+        ),
     ),
     Note(
         "a class with fewer than 10% of the instances of the largest",
