@@ -491,6 +491,11 @@ def _far_known(p: Profile) -> bool:
     return p.shift_overall >= HIGH_SHIFT and p.label_overlap >= 1.0
 
 
+def _far_known_large(p: Profile) -> bool:
+    """Far data of known classes, 100 images or more, and mostly large boxes by COCO's measure."""
+    return _far_known(p) and p.images >= TINY_DATA_IMAGES and p.large_box_share >= MOSTLY_LARGE
+
+
 def _compute_bound(p: Profile, max_full_epochs: int) -> bool:
     """A time budget fits at most ``max_full_epochs`` of full fine-tuning, and freezing buys noticeably
     more."""
@@ -602,9 +607,7 @@ RULES: list[Rule] = [
         f"detector sees, time budget fits <= {LARGE_COMPUTE_BOUND_EPOCHS} epochs of full FT and freezing "
         "fits >= 1.25x more",
         lambda p, d: (
-            _far_known(p)
-            and p.images >= TINY_DATA_IMAGES
-            and p.large_box_share >= MOSTLY_LARGE
+            _far_known_large(p)
             and p.objectness >= OBJECT_LIKE
             and _compute_bound(p, LARGE_COMPUTE_BOUND_EPOCHS)
         ),
@@ -638,7 +641,7 @@ RULES: list[Rule] = [
     ),
     Rule(
         "high shift, every class known to the checkpoint, 100 or more images, and mostly large objects",
-        lambda p, d: _far_known(p) and p.images >= TINY_DATA_IMAGES and p.large_box_share >= MOSTLY_LARGE,
+        lambda p, d: _far_known_large(p),
         {"strategy": "full"},
         f"shift {{shift_overall:.2f}} >= {HIGH_SHIFT}, every class known to the checkpoint, {{images}} "
         f"images >= {TINY_DATA_IMAGES} and {{large_box_share:.1%}} of the boxes large by COCO's measure (>= "
