@@ -321,7 +321,9 @@ def test_near_time_budget_row_names_the_epochs_and_cites_the_time_budget_cases()
         rec.strategy.source
     )  # run after the row: freeze first on large boxes too
     assert "(full 28, freeze 54): 0.716 vs 0.716" in rec.strategy.source  # level above the row's 20
-    assert "(full 23, freeze 42): 0.560 vs 0.559" in rec.strategy.source
+    assert "the whole license_plates set at 4 minutes on a fast day (full 23, freeze 42): 0.560" in (
+        rec.strategy.source
+    )
 
 
 def test_compute_bound_row_cites_the_far_time_budget_cases() -> None:
@@ -438,6 +440,8 @@ def test_far_known_classes_with_large_objects_row_cites_the_vehicles_and_the_cro
     assert "came first in three of four cases and 0.4 behind staged in the fourth" in reason
     assert "(full 22, staged 26, freeze 38 epochs): 0.484 vs 0.527 vs 0.525 (freeze separated)" in source
     assert rec.strategy.cites.count(rules.STUDY) == 1  # two of the study's findings, one title
+    assert "(3.57, 56% large, objectness 0.46), 2 minutes (full 16, staged 18, freeze 28-29" in source
+    assert "epochs): full 0.460 vs staged 0.390 (freeze 0.458)" in source  # grey, unseen objects: full first
     assert "seeds 0-4 0.586 vs 0.574 (full ahead in 4 of 5, separated)" in source  # thermal-like
     assert "seeds 0-4 0.614 vs 0.607 (4 of 5)" in source  # monochrome
     assert "seeds 0-4: 0.581 vs 0.571 (5 of 5), where freeze led both at 0.594" in source  # 100 of them
