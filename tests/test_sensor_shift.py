@@ -1,4 +1,4 @@
-"""benchmarks/sensor_shift.py: a dataset seen through a simulated sensor (thermal-like, monochrome)."""
+"""benchmarks/sensor_shift.py: a dataset seen through a simulated sensor (thermal-like, monochrome, night)."""
 
 import cv2
 import numpy as np
@@ -47,6 +47,23 @@ def test_monochrome_keeps_luminance_and_resolution_with_light_noise_in_three_equ
     assert np.array_equal(weak[..., 0], weak[..., 1])  # the same noise in every channel, as out's
 
 
+def test_low_light_darkens_keeps_colour_and_adds_shot_noise_independent_per_channel(sensor_shift):
+    image = np.full((60, 80, 3), 128, np.uint8)  # mid-grey on the left
+    image[:, 40:] = (0, 0, 200)  # red on the right
+    image[:10, :10] = 0  # a black corner
+    out = sensor_shift.low_light(image, np.random.default_rng(0))
+    assert out.shape == image.shape and out.dtype == np.uint8
+    grey = out[10:, :40].astype(float)
+    assert np.allclose(grey.mean(axis=(0, 1)), 0.6 * 128, atol=1)  # darker than by day, still grey
+    assert 8.5 < grey.std() < 11.5  # 64 electrons of shot noise and 2 of read noise, times the gain 1.2
+    noise = (grey - grey.mean(axis=(0, 1))).reshape(-1, 3)
+    assert abs(np.corrcoef(noise[:, 0], noise[:, 1])[0, 1]) < 0.1  # colour noise: each channel its own
+    red = out[:, 45:].astype(float).mean(axis=(0, 1))
+    assert red[0] < 2 and red[1] < 2 and abs(red[2] - 0.6 * 200) < 1.5  # the colour stays red
+    assert out[:10, :10].mean() < 2  # black stays black: read noise only, clipped
+    assert np.array_equal(out, sensor_shift.low_light(image, np.random.default_rng(0)))
+
+
 def test_sensor_copy_keeps_labels_and_splits_and_leaves_the_source_alone(sensor_shift, tmp_path):
     source = tmp_path / "source"
     for split, colour in (("train", 40), ("val", 200)):
@@ -76,3 +93,5 @@ def test_sensor_copy_keeps_labels_and_splits_and_leaves_the_source_alone(sensor_
 
     mono = load_dataset(sensor_shift.sensor_copy(source / "data.yaml", tmp_path / "mono", sensor="mono"))
     assert abs(cv2.imread(str(mono.val[0].image)).mean() - 200) < 2  # the same image, not inverted
+    night = load_dataset(sensor_shift.sensor_copy(source / "data.yaml", tmp_path / "night", sensor="night"))
+    assert abs(cv2.imread(str(night.val[0].image)).mean() - 0.6 * 200) < 2  # darker, not inverted
