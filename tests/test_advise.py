@@ -320,6 +320,17 @@ STRATEGY_CASES = [
         "full",
         "otherwise",
     ),
+    (
+        profile(
+            images=193,
+            epochs_fit={"full": 18, "staged": 21, "freeze": 33},
+            large_box_share=0.157,
+            objectness=0.51,
+            **shift(2.30, 0.40, 0.40),
+        ),
+        "staged",
+        FAR_KNOWN_TIME,
+    ),  # dawn_fog at night, 2 minutes
 ]
 
 
@@ -379,6 +390,9 @@ def test_far_known_classes_time_budget_row_names_the_epochs_and_cites_dawn_fog()
     assert "at 30 epochs each, no extra epochs, staged 0.256 vs full 0.250" in rec.strategy.source
     assert "LP-FT (Kumar et al., ICLR 2022)" in rec.strategy.source
     assert "staged 28-29 epochs), seeds 0-2: 0.209 vs 0.214" in rec.strategy.source  # a simulated sensor
+    assert "night (0.93), 2 minutes (full 17-18, staged 19 epochs), seeds 0-2: 0.209 vs 0.199" in (
+        rec.strategy.source
+    )  # the third simulated sensor, run after the rows were set
     assert "came first or within a point at every time budget measured" in rec.strategy.reason
     assert "with 16.0% of the boxes large (< 51.5%)" in rec.strategy.reason
     assert (
