@@ -331,6 +331,17 @@ STRATEGY_CASES = [
         "staged",
         FAR_KNOWN_TIME,
     ),  # dawn_fog at night, 2 minutes
+    (
+        profile(
+            images=236,
+            epochs_fit={"full": 14, "staged": 16, "freeze": 26},
+            large_box_share=0.75,
+            objectness=0.76,
+            **shift(0.20, 0.19, 0.27),
+        ),
+        "full",
+        "otherwise",
+    ),  # license_plates' vehicles at night, 2 minutes: not near, so not the near time-budget row's freeze
 ]
 
 
@@ -344,13 +355,16 @@ def test_strategy_rules(prof: Profile, strategy: str, condition: str) -> None:
 
 def test_last_row_cites_known_classes_at_night_between_near_and_far() -> None:
     """license_plates' vehicles through the simulated night camera: between near and far, every class known;
-    full first, staged separated behind."""
+    full first at 30 epochs, staged separated behind; at 2 minutes 0.6 behind a frozen backbone."""
     rec = recommend(profile(images=236, budget_epochs=30, large_box_share=0.75, **shift(0.20, 0.19, 0.27)))
     assert rec.strategy.rule == "otherwise" and "shift 0.22, early 0.20, 236 images" in rec.strategy.reason
     assert "through a simulated colour camera at night (early 0.20, overall 0.22, 236 images" in (
         rec.strategy.source
     )
     assert "full 0.619, freeze 0.613 (not separated), staged 0.605 (separated)" in rec.strategy.source
+    assert "under 2 minutes (full 14 epochs, freeze 26): freeze 0.618, full 0.613, staged 0.606" in (
+        rec.strategy.source
+    )
 
 
 def test_near_time_budget_row_names_the_epochs_and_cites_the_time_budget_cases() -> None:
