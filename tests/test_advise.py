@@ -342,6 +342,28 @@ STRATEGY_CASES = [
         "full",
         "otherwise",
     ),  # license_plates' vehicles at night, 2 minutes: not near, so not the near time-budget row's freeze
+    (
+        profile(
+            images=193,
+            epochs_fit={"full": 19, "staged": 22, "freeze": 33},
+            large_box_share=0.743,
+            objectness=0.36,
+            **shift(1.47, 0.88, 0.43),
+        ),
+        "full",
+        FAR_KNOWN_LARGE,
+    ),  # the cropped fog at night, 2 minutes: colour pixels, objects the detector does not see (< 0.5)
+    (
+        profile(
+            images=193,
+            epochs_fit={"full": 19, "staged": 22, "freeze": 33},
+            large_box_share=0.743,
+            objectness=0.57,
+            **shift(1.47, 0.88, 0.43),
+        ),
+        "freeze",
+        FAR_KNOWN_LARGE_TIME,
+    ),  # the same with daylight's objectness: the freeze row
 ]
 
 
@@ -509,6 +531,12 @@ def test_far_known_classes_with_large_objects_row_cites_the_vehicles_and_the_cro
     assert rec.strategy.cites.count(rules.STUDY) == 1  # two of the study's findings, one title
     assert "(3.57, 56% large, objectness 0.46), 2 minutes (full 16, staged 18, freeze 28-29" in source
     assert "epochs): full 0.460 vs staged 0.390 (freeze 0.458)" in source  # grey, unseen objects: full first
+    assert (
+        "camera at night (0.84, 74% large, objectness 0.36), 2 minutes (full 17, staged 20, freeze 33-35"
+        in (source)
+    )  # colour, unseen objects, run after every row: full first
+    assert "0.219 (freeze 0.270; neither separated)" in source
+    assert "it came first in all three at 2 minutes, a frozen backbone 0.2 to 6.5 points behind" in reason
     assert "seeds 0-4 0.586 vs 0.574 (full ahead in 4 of 5, separated)" in source  # thermal-like
     assert "seeds 0-4 0.614 vs 0.607 (4 of 5)" in source  # monochrome
     assert "seeds 0-4: 0.581 vs 0.571 (5 of 5), where freeze led both at 0.594" in source  # 100 of them
