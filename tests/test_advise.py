@@ -551,10 +551,8 @@ def test_far_known_classes_with_large_objects_row_cites_the_vehicles_and_the_cro
     assert rec.strategy.cites.count(rules.STUDY) == 1  # two of the study's findings, one title
     assert "(3.57, 56% large, objectness 0.46), 2 minutes (full 16, staged 18, freeze 28-29" in source
     assert "epochs): full 0.460 vs staged 0.390 (freeze 0.458)" in source  # grey, unseen objects: full first
-    assert (
-        "camera at night (0.84, 74% large, objectness 0.36), 2 minutes (full 17, staged 20, freeze 33-35"
-        in (source)
-    )  # colour, unseen objects, run after every row: full first
+    # colour, objects the detector does not see, run after every row was set: full first
+    assert "(0.84, 74% large, objectness 0.36), 2 minutes (full 17, staged 20, freeze 33-35" in source
     assert "0.219 (freeze 0.270; neither separated)" in source
     assert "it came first in all three at 2 minutes, a frozen backbone 0.2 to 6.5 points behind" in reason
     assert "seeds 0-4 0.586 vs 0.574 (full ahead in 4 of 5, separated)" in source  # thermal-like

@@ -275,18 +275,16 @@ STUDY_FAR_KNOWN_LARGE = Source(
     "0.497 vs 0.495 (4 of 5; freeze 0.489); run after every row was set, through a simulated colour camera "
     "at night, the cropped fog (0.84, 74% large, objectness 0.36), seeds 0-2: 0.311 vs 0.373 (1 of 3; freeze "
     "0.269, separated; full a miss by 6.2), seeds 0-4 0.348 vs 0.359 (3 of 5); under a time budget, where "
-    "the pretrained detector does not see "
-    "the objects (objectness below 0.5), dawn_fog cropped around its largest objects through the simulated "
-    "monochrome camera (3.15, 74% large, objectness 0.47), 2 minutes (full 11-12, staged 14, freeze 21-23 "
-    "epochs), seeds 0-2: full 0.352 vs staged 0.271 (freeze 0.287; neither separated), and run after the "
-    "objectness bound for grey pixels, that fog zoomed out by 1.5 (3.57, 56% large, objectness 0.46), 2 "
-    "minutes (full 16, staged 18, freeze 28-29 epochs): full 0.460 vs staged 0.390 (freeze 0.458), and in "
-    "colour, run after every row was set, the cropped fog through a simulated colour camera at night (0.84, "
-    "74% large, objectness 0.36), 2 minutes (full 17, staged 20, freeze 33-35 epochs): full 0.319 vs staged "
-    "0.219 (freeze 0.270; neither separated); on grey "
-    "pixels seen less clearly (objectness 0.58, below the freeze row's 0.7), the thermal-like vehicles at 2 "
-    "minutes (staged's phases do not all fit; full 10-11, freeze 18-20 epochs): full 0.540, freeze 0.502 "
-    "(separated)",
+    "the pretrained detector does not see the objects (objectness below 0.5), dawn_fog cropped around its "
+    "largest objects through the simulated monochrome camera (3.15, 74% large, objectness 0.47), 2 minutes "
+    "(full 11-12, staged 14, freeze 21-23 epochs), seeds 0-2: full 0.352 vs staged 0.271 (freeze 0.287; "
+    "neither separated), and run after the objectness bound for grey pixels, that fog zoomed out by 1.5 "
+    "(3.57, 56% large, objectness 0.46), 2 minutes (full 16, staged 18, freeze 28-29 epochs): full 0.460 vs "
+    "staged 0.390 (freeze 0.458), and in colour, run after every row was set, the cropped fog through a "
+    "simulated colour camera at night (0.84, 74% large, objectness 0.36), 2 minutes (full 17, staged 20, "
+    "freeze 33-35 epochs): full 0.319 vs staged 0.219 (freeze 0.270; neither separated); on grey pixels seen "
+    "less clearly (objectness 0.58, below the freeze row's 0.7), the thermal-like vehicles at 2 minutes "
+    "(staged's phases do not all fit; full 10-11, freeze 18-20 epochs): full 0.540, freeze 0.502 (separated)",
 )
 STUDY_NEAR = Source(
     STUDY,
