@@ -76,8 +76,11 @@ VEHICLES_MONO = {
 # 0.57 in daylight), and the epochs the advisor fitted in 2 minutes
 FOG_CROP_NIGHT = {"images": 193, "large_box_share": 0.743, **shift(1.47, 0.88, 0.43)}
 FOG_CROP_NIGHT_T2 = {"full": 19, "staged": 22, "freeze": 33}
-# license_plates' vehicles named car through that camera: between near and far (near in colour)
+# license_plates' vehicles named car through that camera: between near and far (near in colour); 100 of them,
+# and the epochs the advisor fitted for those in 2 minutes
 VEHICLES_NIGHT = {"images": 236, "large_box_share": 0.75, "objectness": 0.76, **shift(0.20, 0.19, 0.27)}
+VEHICLES_NIGHT_N100 = {"images": 100, "large_box_share": 0.758, "objectness": 0.75, **shift(0.18, 0.19, 0.27)}
+VEHICLES_NIGHT_N100_T2 = {"full": 27, "staged": 30, "freeze": 42}
 
 # (profile, expected strategy, the rule's condition that must have decided it)
 STRATEGY_CASES = [
@@ -343,13 +346,10 @@ STRATEGY_CASES = [
         FAR_KNOWN_LARGE_TIME,
     ),
     (profile(objectness=0.36, budget_epochs=30, **FOG_CROP_NIGHT), "full", FAR_KNOWN_LARGE),
-    (
-        profile(
-            images=100, budget_epochs=30, large_box_share=0.758, objectness=0.75, **shift(0.18, 0.19, 0.27)
-        ),
-        "full",
-        "otherwise",
-    ),  # 100 of license_plates' vehicles at night, 30 epochs: between near and far, not tiny
+    # 100 of license_plates' vehicles at night: between near and far, not tiny; at 2 minutes not near, so
+    # not the near time-budget row's freeze, and not far, so not the freeze row for mostly large boxes
+    (profile(budget_epochs=30, **VEHICLES_NIGHT_N100), "full", "otherwise"),
+    (profile(epochs_fit=VEHICLES_NIGHT_N100_T2, **VEHICLES_NIGHT_N100), "full", "otherwise"),
 ]
 
 
@@ -363,7 +363,8 @@ def test_strategy_rules(prof: Profile, strategy: str, condition: str) -> None:
 
 def test_last_row_cites_known_classes_at_night_between_near_and_far() -> None:
     """license_plates' vehicles through the simulated night camera: between near and far, every class known;
-    full first at 30 epochs, staged separated behind; at 2 minutes 0.6 behind a frozen backbone."""
+    full first at 30 epochs, staged separated behind; at 2 minutes 0.6 behind a frozen backbone; with 100 of
+    them 0.6 behind at 30 epochs and 0.4 behind staged at 2 minutes."""
     rec = recommend(profile(budget_epochs=30, **VEHICLES_NIGHT))
     assert rec.strategy.rule == "otherwise" and "shift 0.22, early 0.20, 236 images" in rec.strategy.reason
     assert "through a simulated colour camera at night (early 0.20, overall 0.22, 236 images" in (
@@ -374,6 +375,9 @@ def test_last_row_cites_known_classes_at_night_between_near_and_far() -> None:
         rec.strategy.source
     )
     assert "100 of them (0.18/0.22, 76% large), seeds 0-2: freeze 0.600, full 0.594" in rec.strategy.source
+    assert "under 2 minutes (full 27 epochs, freeze 42): staged 0.596, freeze 0.593, full 0.592" in (
+        rec.strategy.source
+    )
 
 
 def test_near_time_budget_row_names_the_epochs_and_cites_the_time_budget_cases() -> None:
