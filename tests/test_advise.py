@@ -72,6 +72,8 @@ VEHICLES_MONO = {
     "shift_late": 0.45,
     "shift_overall": 1.54,
 }
+# dawn_fog's first 50 images through a simulated colour camera at night
+FOG_NIGHT_N50 = shift(2.09, 0.41, 0.39)
 # dawn_fog cropped around its largest objects through a simulated colour camera at night (objectness 0.36;
 # 0.57 in daylight), and the epochs the advisor fitted in 2 and 3 minutes
 FOG_CROP_NIGHT = {"images": 193, "large_box_share": 0.743, **shift(1.47, 0.88, 0.43)}
@@ -99,6 +101,9 @@ STRATEGY_CASES = [
     # ... keeping a fifth of the colour (early shift 4.56): head-only 1.9 behind; keeping half (1.93): first
     (profile(images=50, objectness=0.55, **shift(4.56, 0.37, 0.42)), "full", "high shift"),
     (profile(images=50, objectness=0.57, **shift(1.93, 0.35, 0.42)), "head-only", "tiny data whose"),
+    # ... through a simulated colour camera at night: colour pixels, but objectness just below the bound
+    (profile(images=50, objectness=0.475, **FOG_NIGHT_N50), "full", "high shift"),
+    (profile(images=50, objectness=rules.OBJECT_LIKE, **FOG_NIGHT_N50), "head-only", "tiny data whose"),
     (profile(images=50, **shift(rules.COLOUR_EARLY_SHIFT - 0.01, LOW, LOW)), "head-only", "tiny data whose"),
     (profile(images=50, **shift(rules.COLOUR_EARLY_SHIFT, LOW, LOW)), "full", "high shift"),  # the bound: 3.0
     (profile(images=100, **shift(1.08, 0.32, 0.42)), "staged", FAR_KNOWN_DATA),  # dawn_fog-n100
@@ -950,6 +955,10 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     far = recommend(profile(images=50, objectness=0.52, **MONO))
     assert far.strategy.rule == "high shift"  # 50 monochrome images: too few for the known-classes row
     assert "monochrome camera (3.11-3.15): full 0.225" in far.strategy.source
+    night = recommend(profile(images=50, objectness=0.475, **FOG_NIGHT_N50))
+    assert night.strategy.rule == "high shift"  # 50 foggy images at night: the detector sees them less
+    assert "head-only 0.225, staged 0.225, freeze 0.224, full 0.215 (0.98 behind" in night.strategy.source
+    assert "colour camera at night (2.09, objectness 0.475, just below the bound)" in known.strategy.source
     bound = recommend(profile(epochs_fit={"full": 6, "freeze": 10}, **shift(HIGH, HIGH, HIGH)))
     assert bound.strategy.rule.startswith("time budget") and "1-minute budget" in bound.strategy.source
     assert "simulated monochrome camera, 1 minute" in bound.strategy.source  # the colour bound's case
