@@ -104,6 +104,8 @@ STRATEGY_CASES = [
     # ... through a simulated colour camera at night: colour pixels, but objectness just below the bound
     (profile(images=50, objectness=0.475, **FOG_NIGHT_N50), "full", "high shift"),
     (profile(images=50, objectness=rules.OBJECT_LIKE, **FOG_NIGHT_N50), "head-only", "tiny data whose"),
+    # ... its draw 1 at night: just above the bound (0.51), head-only 0.2 behind freeze
+    (profile(images=50, objectness=0.51, **shift(2.34, 0.42, 0.41)), "head-only", "tiny data whose"),
     (profile(images=50, **shift(rules.COLOUR_EARLY_SHIFT - 0.01, LOW, LOW)), "head-only", "tiny data whose"),
     (profile(images=50, **shift(rules.COLOUR_EARLY_SHIFT, LOW, LOW)), "full", "high shift"),  # the bound: 3.0
     (profile(images=100, **shift(1.08, 0.32, 0.42)), "staged", FAR_KNOWN_DATA),  # dawn_fog-n100
@@ -959,6 +961,8 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     assert night.strategy.rule == "high shift"  # 50 foggy images at night: the detector sees them less
     assert "head-only 0.225, staged 0.225, freeze 0.224, full 0.215 (0.98 behind" in night.strategy.source
     assert "colour camera at night (2.09, objectness 0.475, just below the bound)" in known.strategy.source
+    assert "its draw 1 (2.34, objectness 0.51, so head-only): freeze 0.227" in known.strategy.source
+    assert "on the one draw that passes these bounds, 0.2 behind a frozen backbone" in known.strategy.reason
     bound = recommend(profile(epochs_fit={"full": 6, "freeze": 10}, **shift(HIGH, HIGH, HIGH)))
     assert bound.strategy.rule.startswith("time budget") and "1-minute budget" in bound.strategy.source
     assert "simulated monochrome camera, 1 minute" in bound.strategy.source  # the colour bound's case
