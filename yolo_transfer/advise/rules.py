@@ -285,11 +285,11 @@ STUDY_FAR_KNOWN_LARGE = Source(
     "(3.57, 56% large, objectness 0.46), 2 minutes (full 16, staged 18, freeze 28-29 epochs): full 0.460 vs "
     "staged 0.390 (freeze 0.458), and in colour, run after every row was set, the cropped fog through a "
     "simulated colour camera at night (0.84, 74% large, objectness 0.36), 2 minutes (full 17, staged 20, "
-    "freeze 33-35 epochs): full 0.319 vs staged 0.219 (freeze 0.270; neither separated), and 3 minutes "
-    "(full 26-27, staged 28-31, freeze 46-49 epochs): full 0.339 vs staged 0.340 (freeze 0.348; none "
-    "separated); on grey pixels seen "
-    "less clearly (objectness 0.58, below the freeze row's 0.7), the thermal-like vehicles at 2 minutes "
-    "(staged's phases do not all fit; full 10-11, freeze 18-20 epochs): full 0.540, freeze 0.502 (separated)",
+    "freeze 33-35 epochs): full 0.319 vs staged 0.219 (freeze 0.270; neither separated), and 3 minutes (full "
+    "26-27, staged 28-31, freeze 46-49 epochs): full 0.339 vs staged 0.340 (freeze 0.348; none separated); "
+    "on grey pixels seen less clearly (objectness 0.58, below the freeze row's 0.7), the thermal-like "
+    "vehicles at 2 minutes (staged's phases do not all fit; full 10-11, freeze 18-20 epochs): full 0.540, "
+    "freeze 0.502 (separated)",
 )
 STUDY_NEAR = Source(
     STUDY,
