@@ -101,11 +101,13 @@ STRATEGY_CASES = [
     # ... keeping a fifth of the colour (early shift 4.56): head-only 1.9 behind; keeping half (1.93): first
     (profile(images=50, objectness=0.55, **shift(4.56, 0.37, 0.42)), "full", "high shift"),
     (profile(images=50, objectness=0.57, **shift(1.93, 0.35, 0.42)), "head-only", "tiny data whose"),
-    # ... through a simulated colour camera at night: colour pixels, but objectness just below the bound
-    (profile(images=50, objectness=0.475, **FOG_NIGHT_N50), "full", "high shift"),
-    (profile(images=50, objectness=rules.OBJECT_LIKE, **FOG_NIGHT_N50), "head-only", "tiny data whose"),
-    # ... its draw 1 at night: just above the bound (0.51), head-only 0.2 behind freeze
-    (profile(images=50, objectness=0.51, **shift(2.34, 0.42, 0.41)), "head-only", "tiny data whose"),
+    # ... through a simulated colour camera at night: colour pixels, objectness 0.475-0.51 on four draws,
+    # head-only within 0.3 of the best on each, full 0.8-1.4 behind; the bound moved from 0.5 to 0.45
+    (profile(images=50, objectness=0.475, **FOG_NIGHT_N50), "head-only", "tiny data whose"),
+    (profile(images=50, objectness=0.51, **shift(2.34, 0.42, 0.41)), "head-only", "tiny data whose"),  # d1
+    (profile(images=50, objectness=0.496, **shift(2.42, 0.42, 0.41)), "head-only", "tiny data whose"),  # d2
+    (profile(images=50, objectness=0.493, **shift(2.20, 0.43, 0.43)), "head-only", "tiny data whose"),  # d3
+    (profile(images=50, objectness=rules.HEAD_OBJECT_LIKE - 0.01, **FOG_NIGHT_N50), "full", "high shift"),
     (profile(images=50, **shift(rules.COLOUR_EARLY_SHIFT - 0.01, LOW, LOW)), "head-only", "tiny data whose"),
     (profile(images=50, **shift(rules.COLOUR_EARLY_SHIFT, LOW, LOW)), "full", "high shift"),  # the bound: 3.0
     (profile(images=100, **shift(1.08, 0.32, 0.42)), "staged", FAR_KNOWN_DATA),  # dawn_fog-n100
@@ -957,12 +959,14 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     far = recommend(profile(images=50, objectness=0.52, **MONO))
     assert far.strategy.rule == "high shift"  # 50 monochrome images: too few for the known-classes row
     assert "monochrome camera (3.11-3.15): full 0.225" in far.strategy.source
-    night = recommend(profile(images=50, objectness=0.475, **FOG_NIGHT_N50))
-    assert night.strategy.rule == "high shift"  # 50 foggy images at night: the detector sees them less
-    assert "head-only 0.225, staged 0.225, freeze 0.224, full 0.215 (0.98 behind" in night.strategy.source
-    assert "colour camera at night (2.09, objectness 0.475, just below the bound)" in known.strategy.source
-    assert "its draw 1 (2.34, objectness 0.51, so head-only): freeze 0.227" in known.strategy.source
-    assert "on the one draw that passes these bounds, 0.2 behind a frozen backbone" in known.strategy.reason
+    night = recommend(profile(images=50, objectness=0.475, **FOG_NIGHT_N50))  # 50 foggy images at night
+    assert night.strategy.value == "head-only" and "objectness 0.47 >= 0.45" in night.strategy.reason
+    assert "objectness 0.475-0.51, within 0.3 points of the best on four draws" in night.strategy.reason
+    assert "objectness 0.475, just below the bound of 0.5 then, so full): head-only 0.225" in (
+        night.strategy.source
+    )
+    assert "its draw 1 (2.34, objectness 0.51, so head-only): freeze 0.227" in night.strategy.source
+    assert "the bound moved from 0.5 to 0.45, fitted on those three draws" in night.strategy.source
     bound = recommend(profile(epochs_fit={"full": 6, "freeze": 10}, **shift(HIGH, HIGH, HIGH)))
     assert bound.strategy.rule.startswith("time budget") and "1-minute budget" in bound.strategy.source
     assert "simulated monochrome camera, 1 minute" in bound.strategy.source  # the colour bound's case

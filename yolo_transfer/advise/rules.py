@@ -29,6 +29,11 @@ HIGH_SHIFT = 0.5  # ... at or above this: "far from the pretraining"
 NEAR_EARLY_SHIFT = 0.1
 CALIBRATION_IMGSZ = 320  # the shift thresholds hold at this image size (COCO's own images: 0.26 at 160)
 OBJECT_LIKE = 0.5  # mean top-10 objectness of the pretrained detector: coco8 0.65, raccoon 0.68, bccd 0.35
+# objectness at or above this for the head-only row (tiny data of known classes in colour): 50 foggy images
+# 0.58-0.61 (head-only first on four draws); through a simulated night camera 0.475-0.51 (head-only within 0.3
+# of the best on four draws, full 0.8-1.4 behind: the bound moved from OBJECT_LIKE, fitted on three of them);
+# aerial_maritime's boats and cars from a drone 0.32 (head-only 25.6 behind) (STUDY_KNOWN_TINY)
+HEAD_OBJECT_LIKE = 0.45
 # early-layer shift below this: colour pixels like the pretraining's - every real set 0.05-1.34, dawn_fog with
 # half its colour (simulated) 1.93; with a fifth 4.56, monochrome 10.1, thermal-like 9.9. Above it a frozen
 # backbone cannot follow the pixels (STUDY_KNOWN_TINY, STUDY_COMPUTE)
@@ -155,10 +160,7 @@ STUDY_FAR = Source(
     "0.164; at 100 epochs, the advice (full at batch 8), staged and freeze, seeds 0-2: thermal-like staged "
     "0.149, full 0.148 (1.9 behind with seeds 0 and 1), freeze 0.114, yolov5 defaults 0.089 (both "
     "separated); monochrome full 0.206, staged 0.184, freeze 0.166 (neither separated), yolov5 defaults "
-    "0.096 (separated); run after every row was set, through a simulated colour camera at night (0.87, "
-    "objectness 0.475, below the head-only row's 0.5), 30 epochs at batch 16, seeds 0-2: head-only 0.225, "
-    "staged 0.225, freeze 0.224, full 0.215 (0.98 behind, not separated), every run at its best within four "
-    "epochs",
+    "0.096 (separated)",
 )
 STUDY_FAR_KNOWN = Source(
     STUDY,
@@ -349,9 +351,12 @@ STUDY_KNOWN_TINY = Source(
     "(10.1, 0.52): full 0.225, staged 0.224, head-only 0.162 (0.151) - the early-shift bound; with half the "
     "colour (1.93, 0.57) head-only 0.249 first, staged 0.237, freeze 0.237, full 0.228 (0.246); run after "
     "every row was set, through a simulated colour camera at night (2.09, objectness 0.475, just below the "
-    "bound): head-only 0.225 first, level with staged and freeze, full 0.215 (not separated); its draw 1 "
-    "(2.34, objectness 0.51, so head-only): freeze 0.227, staged 0.226, head-only 0.225, full 0.217 (none "
-    "separated)",
+    "bound of 0.5 then, so full): head-only 0.225 first, level with staged and freeze, full 0.215 (not "
+    "separated); its draw 1 (2.34, objectness 0.51, so head-only): freeze 0.227, staged 0.226, head-only "
+    "0.225, full 0.217 (none separated); draws 2 and 3 (2.42 and 2.20, objectness 0.496 and 0.493, so full): "
+    "freeze 0.226, staged 0.225, head-only 0.223, full 0.212 and staged 0.227, freeze 0.227, head-only "
+    "0.225, full 0.216 (none separated; full lower in every seed) - the bound moved from 0.5 to 0.45, "
+    "fitted on those three draws",
 )
 STUDY_TINY_BATCH = Source(
     STUDY,
@@ -585,17 +590,17 @@ RULES: list[Rule] = [
         lambda p, d: (
             p.images < TINY_DATA_IMAGES
             and p.label_overlap >= 1.0
-            and p.objectness >= OBJECT_LIKE
+            and p.objectness >= HEAD_OBJECT_LIKE
             and _colour_pixels(p)
         ),
         {"strategy": "head-only"},
         f"{{images}} images < {TINY_DATA_IMAGES}, every class known to the checkpoint, objectness "
-        f"{{objectness:.2f}} >= {OBJECT_LIKE} and early-layer shift {{shift_early:.2f}} < "
+        f"{{objectness:.2f}} >= {HEAD_OBJECT_LIKE} and early-layer shift {{shift_early:.2f}} < "
         f"{COLOUR_EARLY_SHIFT} (colour pixels like the pretraining's): its transferred head already detects "
         "them, and training only the head kept that best (first on four random draws of 50 foggy images of "
         "COCO classes, 0.8 to 3.1 points over full fine-tuning, over three seeds each; through a simulated "
-        "colour camera at night, on the one draw that passes these bounds, 0.2 behind a frozen backbone and "
-        "0.8 ahead of full), at the least compute",
+        "colour camera at night, objectness 0.475-0.51, within 0.3 points of the best on four draws, full "
+        "0.8 to 1.4 behind), at the least compute",
         (STUDY_KNOWN_TINY, ULTRALYTICS_GUIDE),
     ),
     Rule(
