@@ -107,6 +107,12 @@ STRATEGY_CASES = [
     (profile(images=50, objectness=0.51, **shift(2.34, 0.42, 0.41)), "head-only", "tiny data whose"),  # d1
     (profile(images=50, objectness=0.496, **shift(2.42, 0.42, 0.41)), "head-only", "tiny data whose"),  # d2
     (profile(images=50, objectness=0.493, **shift(2.20, 0.43, 0.43)), "head-only", "tiny data whose"),  # d3
+    # 50 of license_plates' vehicles (near) by day, two draws, the first at night and zoomed out to half:
+    # head-only first on each, full 0.7-1.3 behind
+    (profile(images=50, objectness=0.78, **shift(0.05, 0.19, 0.28)), "head-only", "tiny data whose"),
+    (profile(images=50, objectness=0.78, **shift(0.06, 0.19, 0.28)), "head-only", "tiny data whose"),  # d1
+    (profile(images=50, objectness=0.75, **shift(0.19, 0.19, 0.27)), "head-only", "tiny data whose"),
+    (profile(images=50, objectness=0.83, **shift(0.29, 0.30, 0.39)), "head-only", "tiny data whose"),
     (profile(images=50, objectness=rules.HEAD_OBJECT_LIKE - 0.01, **FOG_NIGHT_N50), "full", "high shift"),
     (profile(images=50, **shift(rules.COLOUR_EARLY_SHIFT - 0.01, LOW, LOW)), "head-only", "tiny data whose"),
     (profile(images=50, **shift(rules.COLOUR_EARLY_SHIFT, LOW, LOW)), "full", "high shift"),  # the bound: 3.0
@@ -967,6 +973,10 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     )
     assert "its draw 1 (2.34, objectness 0.51, so head-only): freeze 0.227" in night.strategy.source
     assert "the bound moved from 0.5 to 0.45, fitted on those three draws" in night.strategy.source
+    vehicles = recommend(profile(images=50, objectness=0.78, **shift(0.05, 0.19, 0.28)))  # near, known: 50
+    assert vehicles.strategy.value == "head-only"
+    assert "license_plates' vehicles, by day" in vehicles.strategy.reason
+    assert "zoomed out to half (0.83; untrained 0.561): head-only 0.555" in vehicles.strategy.source
     bound = recommend(profile(epochs_fit={"full": 6, "freeze": 10}, **shift(HIGH, HIGH, HIGH)))
     assert bound.strategy.rule.startswith("time budget") and "1-minute budget" in bound.strategy.source
     assert "simulated monochrome camera, 1 minute" in bound.strategy.source  # the colour bound's case
