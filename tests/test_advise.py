@@ -84,6 +84,8 @@ FOG_CROP_NIGHT_T3 = {"full": 28, "staged": 33, "freeze": 51}
 VEHICLES_NIGHT = {"images": 236, "large_box_share": 0.75, "objectness": 0.76, **shift(0.20, 0.19, 0.27)}
 VEHICLES_NIGHT_N100 = {"images": 100, "large_box_share": 0.758, "objectness": 0.75, **shift(0.18, 0.19, 0.27)}
 VEHICLES_NIGHT_N100_T2 = {"full": 27, "staged": 30, "freeze": 42}
+# 50 of those vehicles in colour (the first draw): near, every class known, objectness 0.78
+VEHICLES_N50 = {"images": 50, "objectness": 0.78, **shift(0.05, 0.19, 0.28)}
 
 # (profile, expected strategy, the rule's condition that must have decided it)
 STRATEGY_CASES = [
@@ -109,7 +111,7 @@ STRATEGY_CASES = [
     (profile(images=50, objectness=0.493, **shift(2.20, 0.43, 0.43)), "head-only", "tiny data whose"),  # d3
     # 50 of license_plates' vehicles (near) by day, two draws, the first at night and zoomed out to half:
     # head-only first on each, full 0.7-1.3 behind
-    (profile(images=50, objectness=0.78, **shift(0.05, 0.19, 0.28)), "head-only", "tiny data whose"),
+    (profile(**VEHICLES_N50), "head-only", "tiny data whose"),
     (profile(images=50, objectness=0.78, **shift(0.06, 0.19, 0.28)), "head-only", "tiny data whose"),  # d1
     (profile(images=50, objectness=0.75, **shift(0.19, 0.19, 0.27)), "head-only", "tiny data whose"),
     (profile(images=50, objectness=0.83, **shift(0.29, 0.30, 0.39)), "head-only", "tiny data whose"),
@@ -973,7 +975,7 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     )
     assert "its draw 1 (2.34, objectness 0.51, so head-only): freeze 0.227" in night.strategy.source
     assert "the bound moved from 0.5 to 0.45, fitted on those three draws" in night.strategy.source
-    vehicles = recommend(profile(images=50, objectness=0.78, **shift(0.05, 0.19, 0.28)))  # near, known: 50
+    vehicles = recommend(profile(**VEHICLES_N50))  # near, every class known, 50 images
     assert vehicles.strategy.value == "head-only"
     assert "license_plates' vehicles, by day" in vehicles.strategy.reason
     assert "zoomed out to half (0.83; untrained 0.561): head-only 0.555" in vehicles.strategy.source
