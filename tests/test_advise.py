@@ -748,7 +748,8 @@ def test_advised_strategies_are_builtins_with_the_measured_lr() -> None:
     builtins = list_strategies()
     decided = {value for rule in rules.RULES for value in [rule.effect.get("strategy")] if value}
     assert decided <= set(builtins)
-    assert all(load_strategy(name, epochs=10).phases[0].lr0 == 0.01 for name in decided)
+    measured = {name: 0.003 if name == "head-only" else 0.01 for name in decided}  # docs/advisor-study.md
+    assert {name: load_strategy(name, epochs=10).phases[0].lr0 for name in decided} == measured
 
 
 # --- measurements -------------------------------------------------------------------------------------------
@@ -979,6 +980,9 @@ def test_strategy_rules_cite_the_study_rows_behind_them() -> None:
     assert vehicles.strategy.value == "head-only"
     assert "license_plates' vehicles, by day" in vehicles.strategy.reason
     assert "zoomed out to half (0.83; untrained 0.561): head-only 0.555" in vehicles.strategy.source
+    assert "at 0.003 (the built-in since)" in vehicles.strategy.source  # head-only.yaml's rate, measured
+    assert "at a third of the other built-ins' rate" in vehicles.strategy.reason
+    assert "0.003 for head-only" in vehicles.lr0.reason and vehicles.lr0.value is None  # no --lr0 override
     bound = recommend(profile(epochs_fit={"full": 6, "freeze": 10}, **shift(HIGH, HIGH, HIGH)))
     assert bound.strategy.rule.startswith("time budget") and "1-minute budget" in bound.strategy.source
     assert "simulated monochrome camera, 1 minute" in bound.strategy.source  # the colour bound's case

@@ -520,6 +520,18 @@ def test_staged_switches_on_plateau(two_phase_run) -> None:
     assert (phases[0]["lr0"], phases[1]["lr0"]) == (0.01, 0.002)  # hyp lr0, then the phase's own
 
 
+def test_head_only_trains_at_a_third_of_the_other_builtins_rate(tiny_run) -> None:
+    """head-only.yaml's lr0 0.003 (docs/advisor-study.md), the rate the study's `--lr0 0.003` runs used."""
+    names = ("full", "freeze", "staged", "head-only")
+    rates = {name: load_strategy(name, epochs=2).phases[0].lr0 for name in names}
+    assert rates == {"full": 0.01, "freeze": 0.01, "staged": 0.01, "head-only": 0.003}
+    config = tiny_config(tiny_run, "head-only", epochs=1)
+    phases = train(config, load_strategy("head-only", epochs=1))["phases"]
+    assert [(phase["name"], phase["lr0"]) for phase in phases] == [("head", 0.003)]
+    config = dataclasses.replace(config, out=tiny_run["root"] / "head-only-lr0", lr0=0.001)
+    assert train(config, load_strategy("head-only", epochs=1))["phases"][0]["lr0"] == 0.001
+
+
 def test_unfrozen_parameters_join_with_fresh_state_and_rewarmed_lr(two_phase_run) -> None:
     first, second = two_phase_run["optimizers"]  # one per phase: the modules whose parameters each holds
     assert first["modules"] == [i for i in first["with_parameters"] if i >= 10]
