@@ -368,7 +368,7 @@ STUDY_KNOWN_TINY = Source(
     "draw at 100 epochs and batch 8 and the half-colour copy: higher than at 0.01 in 39 of 44 seeds, +0.41 "
     "points a case (level on three, -0.03 to +0.07), e.g. the vehicles 0.624 and 0.619 (untrained 0.614), "
     "the foggy draws 0.257, 0.255, 0.263, 0.264; at 0.001 +0.43 a case, but 0.48 below 0.01 on the third "
-    "foggy draw and 4.9 below it on the drone views",
+    "foggy draw and 4.9 below it on the drone views (0.003: 2.2 below)",
 )
 STUDY_TINY_BATCH = Source(
     STUDY,
