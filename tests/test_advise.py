@@ -88,6 +88,8 @@ VEHICLES_NIGHT_N100_T2 = {"full": 27, "staged": 30, "freeze": 42}
 VEHICLES_N50 = {"images": 50, "objectness": 0.78, **shift(0.05, 0.19, 0.28)}
 # aerial_maritime's 60 drone images of boats and cars (objectness 0.32)
 DRONE_BOAT_CAR = shift(0.23, 0.23, 0.25)
+# 50 images of dawn_fog cropped around its largest objects, through the simulated night camera (0.33)
+FOG_CROP_NIGHT_N50 = shift(1.355, 0.899, 0.427)
 UNSEEN_TINY = "tiny data whose classes the checkpoint knows but whose objects it does not see yet"
 
 # (profile, expected strategy, the rule's condition that must have decided it)
@@ -103,6 +105,9 @@ STRATEGY_CASES = [
     (profile(images=60, objectness=0.41, **shift(0.295, 0.338, 0.25)), "staged", UNSEEN_TINY),
     (profile(images=60, label_overlap=0.5, objectness=0.32, **DRONE_BOAT_CAR), "full", "otherwise"),
     (profile(images=100, objectness=0.32, **DRONE_BOAT_CAR), "full", "otherwise"),  # not tiny
+    # ... far: 50 images of the cropped fog at night (objectness 0.33): full first, staged 2.9 behind
+    (profile(images=50, objectness=0.331, **FOG_CROP_NIGHT_N50), "full", "high shift"),
+    (profile(images=60, objectness=0.32, **shift(0.5, 0.5, 0.5)), "full", "high shift"),  # the bound: 0.5
     # dawn_fog-n50 through a simulated thermal-like sensor: the detector sees less (0.39); head-only lost
     (profile(images=50, objectness=0.39, **THERMAL), "full", "high shift"),
     # ... through a simulated monochrome camera: the detector sees them (0.52), but head-only lost 6.3 points
@@ -122,7 +127,7 @@ STRATEGY_CASES = [
     (profile(images=50, objectness=0.78, **shift(0.06, 0.19, 0.28)), "head-only", "tiny data whose"),  # d1
     (profile(images=50, objectness=0.75, **shift(0.19, 0.19, 0.27)), "head-only", "tiny data whose"),
     (profile(images=50, objectness=0.83, **shift(0.29, 0.30, 0.39)), "head-only", "tiny data whose"),
-    (profile(images=50, objectness=rules.HEAD_OBJECT_LIKE - 0.01, **FOG_NIGHT_N50), "staged", UNSEEN_TINY),
+    (profile(images=50, objectness=rules.HEAD_OBJECT_LIKE - 0.01, **FOG_NIGHT_N50), "full", "high shift"),
     (profile(images=50, **shift(rules.COLOUR_EARLY_SHIFT - 0.01, LOW, LOW)), "head-only", "tiny data whose"),
     (profile(images=50, **shift(rules.COLOUR_EARLY_SHIFT, LOW, LOW)), "full", "high shift"),  # the bound: 3.0
     (profile(images=100, **shift(1.08, 0.32, 0.42)), "staged", FAR_KNOWN_DATA),  # dawn_fog-n100
@@ -411,19 +416,29 @@ def test_last_row_cites_known_classes_at_night_between_near_and_far() -> None:
     )
 
 
-def test_tiny_known_classes_the_detector_does_not_see_get_staged_with_the_drone_cases() -> None:
-    """Tiny data of known classes below the head-only row's objectness bound, in colour: staged, citing the
-    drone views (staged first, full 3.6 behind), their crop (staged 1.4, full 3.4 behind freeze) and the
-    night draws just above the bound; grey or thermal-like pixels keep the far row."""
+def test_tiny_known_classes_the_detector_does_not_see_get_staged_where_not_far() -> None:
+    """Tiny data of known classes below the head-only row's objectness bound, in colour and not far: staged,
+    citing the drone views (staged first, full 3.6 behind) and their crop (staged 1.4, full 3.4 behind
+    freeze); far data of that kind (the cropped fog at night: full first, staged 2.9 behind) and grey or
+    thermal-like pixels keep the far row."""
     rec = recommend(profile(images=60, objectness=0.32, budget_epochs=30, **DRONE_BOAT_CAR))
     assert (rec.strategy.value, rec.batch.value, rec.lr0.value) == ("staged", 8, None)
     assert "60 images < 100, every class known to the checkpoint, but objectness 0.320 < 0.45" in (
         rec.strategy.reason
     )
+    assert "in colour (early-layer shift 0.23 < 3.0) and not far (shift 0.24 < 0.5)" in rec.strategy.reason
+    assert "full came first, staged 2.9 behind, so far data keeps the far row" in rec.strategy.reason
     assert "which head-only cannot (21 to 28 points behind)" in rec.strategy.reason
     assert "at 30 epochs staged 0.447, full 0.412, freeze 0.350, head-only 0.169" in rec.strategy.source
-    assert "(objectness 0.41), 30 epochs: freeze 0.485, staged 0.471, full 0.451" in rec.strategy.source
-    assert "30 epochs: staged within 0.3 of the best on each, full 1.0 to 1.4 behind" in rec.strategy.source
+    assert (
+        "(objectness 0.41, shift 0.29), 30 epochs: freeze 0.485, staged 0.471, full 0.451"
+        in rec.strategy.source
+    )
+    assert "(objectness 0.33, shift 0.89), 30 epochs, batch 16: full 0.213, head-only 0.196" in (
+        rec.strategy.source
+    )
+    far = recommend(profile(images=50, objectness=0.331, **FOG_CROP_NIGHT_N50))
+    assert (far.strategy.value, far.strategy.rule) == ("full", "high shift")
     assert recommend(profile(images=60, objectness=0.32)).epochs.value == 100  # at 100: staged 0.512
     grey = recommend(profile(images=50, objectness=0.39, **THERMAL))
     assert (grey.strategy.value, grey.strategy.rule) == ("full", "high shift")
