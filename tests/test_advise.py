@@ -432,6 +432,8 @@ def test_tiny_known_classes_the_detector_does_not_see_get_staged_where_not_far()
         rec.strategy.source
     )
     assert "which head-only cannot (21 to 28 points behind)" in rec.strategy.reason
+    assert "staged first and full 3.3 behind at 100" in rec.strategy.reason
+    assert "at 100 epochs, run after the row, staged 0.581, full 0.548, freeze 0.528" in rec.strategy.source
     assert "at 30 epochs staged 0.447, full 0.412, freeze 0.350, head-only 0.169" in rec.strategy.source
     assert (
         "(objectness 0.41, shift 0.29), 30 epochs: freeze 0.485, staged 0.471, full 0.451"
