@@ -557,6 +557,11 @@ def _colour_pixels(p: Profile) -> bool:
     return p.shift_early < COLOUR_EARLY_SHIFT
 
 
+def _tiny_known_in_colour(p: Profile) -> bool:
+    """Fewer than TINY_DATA_IMAGES images, every class one the checkpoint already detects, colour pixels."""
+    return p.images < TINY_DATA_IMAGES and p.label_overlap >= 1.0 and _colour_pixels(p)
+
+
 def _far_known(p: Profile) -> bool:
     """Far from the pretraining, and every class one the checkpoint already detects."""
     return p.shift_overall >= HIGH_SHIFT and p.label_overlap >= 1.0
@@ -613,12 +618,7 @@ RULES: list[Rule] = [
     # strategy: the first matching row wins
     Rule(
         "tiny data whose classes the checkpoint already knows and whose objects it already sees, in colour",
-        lambda p, d: (
-            p.images < TINY_DATA_IMAGES
-            and p.label_overlap >= 1.0
-            and p.objectness >= HEAD_OBJECT_LIKE
-            and _colour_pixels(p)
-        ),
+        lambda p, d: _tiny_known_in_colour(p) and p.objectness >= HEAD_OBJECT_LIKE,
         {"strategy": "head-only"},
         f"{{images}} images < {TINY_DATA_IMAGES}, every class known to the checkpoint, objectness "
         f"{{objectness:.2f}} >= {HEAD_OBJECT_LIKE} and early-layer shift {{shift_early:.2f}} < "
@@ -670,11 +670,7 @@ RULES: list[Rule] = [
         "tiny data whose classes the checkpoint knows but whose objects it does not see yet, in colour, not "
         "far",
         lambda p, d: (
-            p.images < TINY_DATA_IMAGES
-            and p.label_overlap >= 1.0
-            and p.objectness < HEAD_OBJECT_LIKE
-            and _colour_pixels(p)
-            and p.shift_overall < HIGH_SHIFT
+            _tiny_known_in_colour(p) and p.objectness < HEAD_OBJECT_LIKE and p.shift_overall < HIGH_SHIFT
         ),
         {"strategy": "staged"},
         f"{{images}} images < {TINY_DATA_IMAGES}, every class known to the checkpoint, but objectness "
